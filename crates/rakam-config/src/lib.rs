@@ -1,0 +1,284 @@
+//! Rakam's configuration: one TOML file, every key overridable by an
+//! environment variable `RAKAM_<SECTION>__<KEY>` (for example
+//! `RAKAM_STORAGE__DATA_DIR`), then by command-line flags. Precedence:
+//! defaults < file < environment < flags. Unknown keys are errors, so a
+//! typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const ENV_PREFIX: &str = "RAKAM_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub query: QueryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port the HTTP API listens on.
+    pub listen: String,
+    /// When set, `/project/create` and `/project/list` need it. When empty,
+    /// only clients on the loopback interface may create projects.
+    pub lock_key: String,
+    /// Whether `/project/delete` may delete a project and all its data.
+    pub allow_project_deletion: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `embedded` (the only backend so far).
+    pub backend: String,
+    /// Where the embedded store keeps its catalog, WAL and Parquet files.
+    pub data_dir: PathBuf,
+    /// `fsync`: acknowledge after fsync (survives power loss). `os`:
+    /// acknowledge after the write reaches the OS (survives a crash of
+    /// Rakam, not of the machine); faster on slow disks.
+    pub durability: String,
+    /// Flush a collection's in-memory tail to Parquet at this many rows...
+    pub flush_rows: usize,
+    /// ...or when its oldest row is this many seconds old.
+    pub flush_interval_secs: u64,
+    /// Size at which the write-ahead log starts a new segment.
+    pub wal_segment_bytes: u64,
+    /// Parquet files below this size are merged in the background...
+    pub compaction_small_file_bytes: u64,
+    /// ...once a collection has this many of them.
+    pub compaction_min_files: usize,
+    /// New fields beyond this many columns go to `_unmapped`.
+    pub max_columns_per_collection: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest body of `/event/collect` and `/event/batch` (413 above).
+    pub max_request_bytes: usize,
+    /// Largest body of `/event/bulk`, after gzip decompression (413 above).
+    pub max_bulk_bytes: usize,
+    /// Largest single event (400 above).
+    pub max_event_bytes: usize,
+    /// Most events in one request (413 above).
+    pub max_batch_events: usize,
+    /// Most top-level properties in one event (400 above).
+    pub max_properties_per_event: usize,
+    /// Longest string value; strings are never truncated, a longer one is a 400.
+    pub max_string_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Rows returned when a query request names no limit.
+    pub default_limit: u64,
+    /// The largest limit a query may ask for.
+    pub max_limit: u64,
+    /// A statement running longer is cancelled.
+    pub statement_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9999".into(),
+            lock_key: String::new(),
+            allow_project_deletion: true,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            data_dir: PathBuf::from("./data"),
+            durability: "fsync".into(),
+            flush_rows: 1_000_000,
+            flush_interval_secs: 10,
+            wal_segment_bytes: 128 << 20,
+            compaction_small_file_bytes: 32 << 20,
+            compaction_min_files: 8,
+            max_columns_per_collection: 1000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 << 20,
+            max_bulk_bytes: 1 << 30,
+            max_event_bytes: 1 << 20,
+            max_batch_events: 10_000_000,
+            max_properties_per_event: 1000,
+            max_string_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            default_limit: 50_000,
+            max_limit: 1_000_000,
+            statement_timeout_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `RAKAM_*__*` variables from
+    /// `environment`.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut document = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (name, raw) in environment {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = path.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let default = defaults.get(&section).and_then(|s| s.get(&key));
+            let value = typed_like(default, &raw).ok_or_else(|| {
+                ConfigError::Invalid(format!("{name}={raw:?} is not a valid value"))
+            })?;
+            let table = document
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(table) = table else {
+                return Err(ConfigError::Invalid(format!("{section} must be a table")));
+            };
+            table.insert(key, value);
+        }
+        let config: Config = document
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.storage.durability.as_str(), "fsync" | "os") {
+            return Err(ConfigError::Invalid(format!(
+                "storage.durability must be \"fsync\" or \"os\", not {:?}",
+                self.storage.durability
+            )));
+        }
+        if self.storage.backend != "embedded" {
+            return Err(ConfigError::Invalid(format!(
+                "storage.backend {:?} is not available; this build has \"embedded\"",
+                self.storage.backend
+            )));
+        }
+        if self.query.default_limit > self.query.max_limit {
+            return Err(ConfigError::Invalid(
+                "query.default_limit is above query.max_limit".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// Parses an environment value as the type the key has by default.
+fn typed_like(default: Option<&toml::Value>, raw: &str) -> Option<toml::Value> {
+    Some(match default {
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(raw.trim().parse().ok()?),
+        Some(toml::Value::Float(_)) => toml::Value::Float(raw.trim().parse().ok()?),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return None,
+        }),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rakam.toml");
+        std::fs::write(&file, "[server]\nlisten = \"0.0.0.0:1\"\n[query]\nmax_limit = 10\ndefault_limit = 5\n").expect("write");
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("RAKAM_QUERY__MAX_LIMIT", "20"),
+                ("RAKAM_SERVER__LOCK_KEY", "12345"),
+                ("RAKAM_REQUIRE_SERVICES", "1"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(config.server.listen, "0.0.0.0:1");
+        assert_eq!(config.query.max_limit, 20);
+        assert_eq!(config.query.default_limit, 5);
+        assert_eq!(config.server.lock_key, "12345");
+        assert_eq!(config.storage, StorageConfig::default());
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        assert!(Config::load(None, env(&[("RAKAM_QUERY__MAX_LIMIT", "many")])).is_err());
+        assert!(Config::load(None, env(&[("RAKAM_QUERY__NO_SUCH_KEY", "1")])).is_err());
+        assert!(Config::load(None, env(&[("RAKAM_STORAGE__DURABILITY", "maybe")])).is_err());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[server]\nlistne = \"x\"\n").expect("write");
+        assert!(Config::load(Some(&file), Vec::new()).is_err());
+    }
+
+    #[test]
+    fn printed_config_loads_back() {
+        let config = Config::default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("printed.toml");
+        std::fs::write(&file, config.to_toml()).expect("write");
+        assert_eq!(Config::load(Some(&file), Vec::new()).expect("load"), config);
+    }
+}

@@ -1,0 +1,127 @@
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rakam_common::ErrorCode;
+use rakam_query::{encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields, SchemaFieldJson};
+use rakam_store_api::KeyKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::authorize;
+use crate::body::{parse_json, read_body};
+use crate::{ApiError, AppState};
+
+type Params = Query<HashMap<String, String>>;
+
+const QUERY_BODY_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+struct QueryRequest {
+    query: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    export_type: Option<String>,
+}
+
+impl QueryRequest {
+    fn sql(&self) -> Result<&str, ApiError> {
+        self.query
+            .as_deref()
+            .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "query body parameter is required"))
+    }
+}
+
+/// SQL errors also echo the query, as Rakam's `properties.query`.
+fn with_query(error: rakam_query::QueryError, sql: &str) -> ApiError {
+    let is_sql = matches!(error, rakam_query::QueryError::Sql { .. });
+    let api_error = ApiError::from(error);
+    if is_sql {
+        api_error.with_detail("properties", json!({"query": sql}))
+    } else {
+        api_error
+    }
+}
+
+async fn read_request(headers: &HeaderMap, body: Body) -> Result<QueryRequest, ApiError> {
+    let bytes = read_body(headers, body, QUERY_BODY_LIMIT, "query request").await?;
+    parse_json(&bytes)
+}
+
+pub(crate) async fn execute(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
+    let request = read_request(&headers, body).await?;
+    let sql = request.sql()?;
+    let output = state
+        .query
+        .execute(&project, sql, request.limit)
+        .await
+        .map_err(|e| with_query(e, sql))?;
+    metrics::histogram!("rakam_query_duration_seconds").record(output.elapsed.as_secs_f64());
+    let rows = rows_as_json(&output.batches)?;
+    Ok(Json(json!({
+        "metadata": schema_fields(&output.schema),
+        "result": rows,
+        "properties": {
+            "executionTimeInMillis": output.elapsed.as_millis() as u64,
+            "materializedViews": {},
+        },
+    })))
+}
+
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
+    let request = read_request(&headers, body).await?;
+    let sql = request.sql()?;
+    let format = request
+        .export_type
+        .clone()
+        .or_else(|| params.get("export_type").cloned())
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| "CSV".into())
+        .to_ascii_uppercase();
+    let output = state
+        .query
+        .execute(&project, sql, request.limit)
+        .await
+        .map_err(|e| with_query(e, sql))?;
+    let (content_type, bytes) = match format.as_str() {
+        "CSV" => ("text/csv; charset=utf-8", encode_csv(&output.schema, &output.batches)?),
+        "JSON" => ("application/json", encode_json_objects(&output.batches)?),
+        "NDJSON" | "JSONL" => ("application/x-ndjson", encode_ndjson(&output.batches)?),
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidValue,
+                format!("export_type {other:?} is not supported; use CSV, JSON or NDJSON"),
+            ))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+pub(crate) async fn metadata(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Vec<SchemaFieldJson>>, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
+    let request = read_request(&headers, body).await?;
+    let sql = request.sql()?;
+    let schema = state.query.metadata(&project, sql).await.map_err(|e| with_query(e, sql))?;
+    Ok(Json(schema_fields(&schema)))
+}

@@ -1,0 +1,168 @@
+//! Per-event normalisation shared by every input format: collection and
+//! field names, event time with clock-skew correction, and limits.
+
+use std::collections::HashSet;
+
+use rakam_model::{
+    flatten_properties, normalize_collection_name, parse_timestamp_millis, FlatProperty,
+    ModelError, RESERVED_FIELD_NAMES, TIME_COLUMN,
+};
+use serde_json::{Map, Value};
+
+use crate::{EventInput, IngestError, IngestLimits};
+
+#[derive(Debug)]
+pub(crate) struct PreparedEvent {
+    pub collection: String,
+    pub time_ms: i64,
+    pub fields: Vec<FlatProperty>,
+    /// Values that cannot have a column at all (a second field that
+    /// normalises to the same name, an empty object), by original name.
+    pub unmapped: Map<String, Value>,
+}
+
+pub(crate) fn prepare(
+    input: EventInput,
+    server_time_ms: i64,
+    limits: &IngestLimits,
+) -> Result<PreparedEvent, IngestError> {
+    let collection = normalize_collection_name(&input.collection)?;
+    let mut properties = input.properties;
+    if properties.len() > limits.max_properties_per_event {
+        return Err(IngestError::TooManyProperties {
+            actual: properties.len(),
+            limit: limits.max_properties_per_event,
+        });
+    }
+    let time_ms = match properties.remove(TIME_COLUMN) {
+        None | Some(Value::Null) => server_time_ms,
+        Some(value) => {
+            let client_time = parse_event_time(&value)?;
+            match input.upload_time {
+                // The client's clock is off by (server now - client now).
+                Some(upload_time) => client_time.saturating_add(server_time_ms - upload_time),
+                None => client_time,
+            }
+        }
+    };
+    let flat = flatten_properties(properties)?;
+    let mut seen = HashSet::with_capacity(flat.len());
+    let mut fields = Vec::with_capacity(flat.len());
+    let mut unmapped = Map::new();
+    for property in flat {
+        if RESERVED_FIELD_NAMES.contains(&property.name.as_str()) || property.name == TIME_COLUMN {
+            return Err(ModelError::ReservedName {
+                name: property.original_name,
+            }
+            .into());
+        }
+        check_string_lengths(&property, limits)?;
+        let no_column_possible = matches!(&property.value, Value::Object(o) if o.is_empty());
+        if no_column_possible || !seen.insert(property.name.clone()) {
+            unmapped.insert(property.original_name, property.value);
+        } else {
+            fields.push(property);
+        }
+    }
+    Ok(PreparedEvent {
+        collection,
+        time_ms,
+        fields,
+        unmapped,
+    })
+}
+
+fn parse_event_time(value: &Value) -> Result<i64, IngestError> {
+    match value {
+        Value::Number(number) => number
+            .as_i64()
+            .or_else(|| number.as_f64().filter(|f| f.is_finite()).map(|f| f.round() as i64))
+            .ok_or_else(|| IngestError::InvalidTime(value.to_string())),
+        Value::String(text) => parse_timestamp_millis(text)
+            .or_else(|| text.trim().parse::<i64>().ok())
+            .ok_or_else(|| IngestError::InvalidTime(value.to_string())),
+        _ => Err(IngestError::InvalidTime(value.to_string())),
+    }
+}
+
+fn check_string_lengths(property: &FlatProperty, limits: &IngestLimits) -> Result<(), IngestError> {
+    let too_long = |text: &String| text.len() > limits.max_string_bytes;
+    let longest = match &property.value {
+        Value::String(text) if too_long(text) => Some(text.len()),
+        Value::Array(items) => items.iter().find_map(|item| match item {
+            Value::String(text) if too_long(text) => Some(text.len()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    match longest {
+        Some(actual) => Err(IngestError::StringTooLong {
+            field: property.original_name.clone(),
+            actual,
+            limit: limits.max_string_bytes,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn input(properties: Value, upload_time: Option<i64>) -> EventInput {
+        let Value::Object(properties) = properties else {
+            unreachable!()
+        };
+        EventInput {
+            collection: "PageView".into(),
+            properties,
+            upload_time,
+        }
+    }
+
+    #[test]
+    fn time_comes_from_the_event_or_the_server() {
+        let limits = IngestLimits::default();
+        let from_server = prepare(input(json!({}), None), 5_000, &limits).expect("ok");
+        assert_eq!(from_server.time_ms, 5_000);
+        assert_eq!(from_server.collection, "pageview");
+        let millis = prepare(input(json!({"_time": 1_000}), None), 5_000, &limits).expect("ok");
+        assert_eq!(millis.time_ms, 1_000);
+        let iso = prepare(input(json!({"_time": "1970-01-01T00:00:01.5Z"}), None), 0, &limits).expect("ok");
+        assert_eq!(iso.time_ms, 1_500);
+        // The client clock is 2 s behind the server's: shift the event by 2 s.
+        let skewed = prepare(input(json!({"_time": 1_000}), Some(3_000)), 5_000, &limits).expect("ok");
+        assert_eq!(skewed.time_ms, 3_000);
+        assert!(prepare(input(json!({"_time": "soon"}), None), 0, &limits).is_err());
+        assert!(prepare(input(json!({"_time": true}), None), 0, &limits).is_err());
+    }
+
+    #[test]
+    fn reserved_and_invalid_names_are_refused() {
+        let limits = IngestLimits::default();
+        for bad in [json!({"_server_time": 1}), json!({"_unmapped": 1}), json!({"a;b": 1})] {
+            assert!(prepare(input(bad.clone(), None), 0, &limits).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clashing_names_keep_both_values() {
+        let prepared = prepare(input(json!({"pageUrl": "a", "page_url": "b"}), None), 0, &IngestLimits::default())
+            .expect("ok");
+        assert_eq!(prepared.fields.len(), 1);
+        assert_eq!(prepared.unmapped.len(), 1);
+    }
+
+    #[test]
+    fn long_strings_are_refused_not_cut() {
+        let limits = IngestLimits {
+            max_string_bytes: 4,
+            ..IngestLimits::default()
+        };
+        let error = prepare(input(json!({"s": "12345"}), None), 0, &limits).expect_err("too long");
+        assert!(error.to_string().contains("limits.max_string_bytes"));
+        assert!(prepare(input(json!({"s": "1234"}), None), 0, &limits).is_ok());
+    }
+}

@@ -1,0 +1,213 @@
+//! Query results as Rakam's JSON rows, and as export files.
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, StringArray,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef,
+    TimeUnit, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use rakam_model::FieldType;
+use serde::Serialize;
+use serde_json::{Number, Value};
+
+use crate::QueryError;
+
+/// Rakam's `SchemaField`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SchemaFieldJson {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub field_type: String,
+    #[serde(rename = "descriptiveName")]
+    pub descriptive_name: String,
+}
+
+pub fn schema_fields(schema: &SchemaRef) -> Vec<SchemaFieldJson> {
+    schema
+        .fields()
+        .iter()
+        .map(|field| SchemaFieldJson {
+            name: field.name().clone(),
+            field_type: FieldType::name_of_arrow(field.data_type()),
+            descriptive_name: descriptive_name(field.name()),
+        })
+        .collect()
+}
+
+/// "page_url" → "Page url", as Rakam shows column names.
+pub fn descriptive_name(name: &str) -> String {
+    let spaced = name.trim_start_matches('_').replace('_', " ");
+    let mut characters = spaced.chars();
+    match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => name.to_string(),
+    }
+}
+
+/// Every row as a JSON array, in column order. Timestamps are ISO-8601 in
+/// UTC with milliseconds, dates `yyyy-MM-dd`.
+pub fn rows_as_json(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, QueryError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|column| match column.data_type() {
+                DataType::Timestamp(unit, _) if *unit != TimeUnit::Millisecond => {
+                    datafusion::arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
+                        .map_err(|e| QueryError::Execution(e.to_string()))
+                }
+                _ => Ok(column.clone()),
+            })
+            .collect::<Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            let mut values = Vec::with_capacity(columns.len());
+            for column in &columns {
+                values.push(value_at(column, row)?);
+            }
+            rows.push(values);
+        }
+    }
+    Ok(rows)
+}
+
+fn float(value: f64) -> Value {
+    Number::from_f64(value).map_or_else(|| Value::String(value.to_string()), Value::Number)
+}
+
+fn format_timestamp(millis: i64) -> Value {
+    match chrono::DateTime::from_timestamp_millis(millis) {
+        Some(instant) => Value::String(instant.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+        None => Value::from(millis),
+    }
+}
+
+fn value_at(array: &ArrayRef, row: usize) -> Result<Value, QueryError> {
+    if array.is_null(row) {
+        return Ok(Value::Null);
+    }
+    Ok(match array.data_type() {
+        DataType::Boolean => Value::Bool(array.as_any().downcast_ref::<BooleanArray>().is_some_and(|a| a.value(row))),
+        DataType::Int8 => Value::from(array.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => Value::from(array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => Value::from(array.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => Value::from(array.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => Value::from(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => Value::from(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Value::String(
+            array
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .map(|a| a.value(row).to_string())
+                .unwrap_or_default(),
+        ),
+        DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
+        DataType::Date32 => {
+            let days = array.as_any().downcast_ref::<Date32Array>().map_or(0, |a| a.value(row));
+            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(days))));
+            date.map_or(Value::from(days), |d| Value::String(d.format("%Y-%m-%d").to_string()))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => format_timestamp(
+            array
+                .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                .value(row),
+        ),
+        DataType::Timestamp(..) => {
+            let cast = datafusion::arrow::compute::cast(
+                &array.slice(row, 1),
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            )
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
+            format_timestamp(
+                cast.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                    .value(0),
+            )
+        }
+        DataType::List(_) => {
+            let list = array.as_list::<i32>().value(row);
+            Value::Array((0..list.len()).map(|i| value_at(&list, i)).collect::<Result<_, _>>()?)
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_list::<i64>().value(row);
+            Value::Array((0..list.len()).map(|i| value_at(&list, i)).collect::<Result<_, _>>()?)
+        }
+        DataType::Struct(fields) => {
+            let structure = array.as_struct();
+            let mut object = serde_json::Map::new();
+            for (field, column) in fields.iter().zip(structure.columns()) {
+                object.insert(field.name().clone(), value_at(column, row)?);
+            }
+            Value::Object(object)
+        }
+        _ => {
+            let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            Value::String(formatter.value(row).to_string())
+        }
+    })
+}
+
+pub fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut out);
+        if batches.is_empty() {
+            writer
+                .write(&RecordBatch::new_empty(schema.clone()))
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+        }
+        for batch in batches {
+            writer.write(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+        }
+    }
+    Ok(out)
+}
+
+pub fn encode_ndjson(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
+    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+    for batch in batches {
+        writer.write(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+    }
+    writer.finish().map_err(|e| QueryError::Execution(e.to_string()))?;
+    Ok(writer.into_inner())
+}
+
+pub fn encode_json_objects(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    for batch in batches {
+        writer.write(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+    }
+    writer.finish().map_err(|e| QueryError::Execution(e.to_string()))?;
+    let mut bytes = writer.into_inner();
+    if bytes.is_empty() {
+        bytes.extend_from_slice(b"[]");
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptive_names_follow_rakam() {
+        assert_eq!(descriptive_name("page_url"), "Page url");
+        assert_eq!(descriptive_name("_time"), "Time");
+    }
+
+    #[test]
+    fn timestamps_are_iso() {
+        assert_eq!(format_timestamp(1_704_067_200_123), Value::String("2024-01-01T00:00:00.123Z".into()));
+    }
+}

@@ -1,0 +1,150 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use rakam_store_api::{Catalog, EventStore, ProjectInfo};
+
+use crate::guard::check_statement;
+use crate::project_schema::ProjectSchema;
+use crate::QueryError;
+
+const CATALOG_NAME: &str = "rakam";
+/// Schema names under which a project's collections resolve: bare names,
+/// and Rakam's `collection.<name>`.
+const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
+
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Rows returned when the request names no limit (Rakam: 50,000).
+    pub default_limit: u64,
+    /// The most rows a request may ask for (Rakam: 1,000,000).
+    pub max_limit: u64,
+    pub statement_timeout: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            default_limit: 50_000,
+            max_limit: 1_000_000,
+            statement_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    catalog: Arc<dyn Catalog>,
+    store: Arc<dyn EventStore>,
+    limits: QueryLimits,
+}
+
+impl QueryEngine {
+    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn EventStore>, limits: QueryLimits) -> Self {
+        Self {
+            catalog,
+            store,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// A session that knows one project and nothing else: no default
+    /// catalog, no information_schema, no URL tables, no DDL/DML.
+    pub async fn session(&self, project: &ProjectInfo) -> Result<SessionContext, QueryError> {
+        let config = SessionConfig::new()
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_ALIASES[0])
+            .with_information_schema(false)
+            .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let mut config = config;
+        // Spans let planning errors report the line and column they refer to.
+        config.options_mut().sql_parser.collect_spans = true;
+        let context = SessionContext::new_with_config(config);
+        let schema = Arc::new(
+            ProjectSchema::load(self.catalog.clone(), self.store.clone(), project.clone()).await?,
+        );
+        let catalog = MemoryCatalogProvider::new();
+        for alias in SCHEMA_ALIASES {
+            catalog
+                .register_schema(alias, schema.clone())
+                .map_err(QueryError::from_datafusion)?;
+        }
+        context.register_catalog(CATALOG_NAME, Arc::new(catalog));
+        Ok(context)
+    }
+
+    async fn plan(&self, project: &ProjectInfo, sql: &str, limit: Option<u64>) -> Result<DataFrame, QueryError> {
+        let statement = check_statement(sql)?;
+        let max = self.limits.max_limit;
+        if let Some(requested) = limit.filter(|l| *l > max) {
+            return Err(QueryError::RowLimit { requested, max });
+        }
+        if let Some(requested) = statement.limit.filter(|l| *l > max) {
+            return Err(QueryError::RowLimit { requested, max });
+        }
+        let context = self.session(project).await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = context
+            .sql_with_options(&statement.sql, options)
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        if statement.is_explain {
+            return Ok(frame);
+        }
+        let row_limit = limit.unwrap_or(self.limits.default_limit).min(max);
+        frame
+            .limit(0, Some(row_limit as usize))
+            .map_err(QueryError::from_datafusion)
+    }
+
+    /// Runs a read-only statement within the row limit and the timeout.
+    pub async fn execute(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryOutput, QueryError> {
+        let started = Instant::now();
+        let timeout = self.limits.statement_timeout;
+        let run = async {
+            let frame = self.plan(project, sql, limit).await?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(QueryError::from_datafusion)?;
+            Ok::<_, QueryError>((schema, batches))
+        };
+        let (schema, batches) = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| QueryError::Timeout {
+                seconds: timeout.as_secs(),
+            })??;
+        Ok(QueryOutput {
+            schema,
+            batches,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The columns a statement would return, without running it.
+    pub async fn metadata(&self, project: &ProjectInfo, sql: &str) -> Result<SchemaRef, QueryError> {
+        let frame = self.plan(project, sql, None).await?;
+        Ok(Arc::new(frame.schema().as_arrow().clone()))
+    }
+}

@@ -1,0 +1,105 @@
+use rakam_common::{ErrorCode, ErrorExt};
+use rakam_store_api::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// SQL that does not parse or plan; `line`/`column` are 1-based.
+    #[error("{message}")]
+    Sql {
+        message: String,
+        line: Option<u64>,
+        column: Option<u64>,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the query ran longer than {seconds} s (query.statement_timeout_secs)")]
+    Timeout { seconds: u64 },
+    #[error("row limit {requested} is above the maximum of {max} (query.max_limit)")]
+    RowLimit { requested: u64, max: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("query execution failed: {0}")]
+    Execution(String),
+}
+
+impl ErrorExt for QueryError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Sql { .. } => ErrorCode::SqlError,
+            Self::Forbidden(_) => ErrorCode::SqlForbidden,
+            Self::Timeout { .. } => ErrorCode::QueryTimeout,
+            Self::RowLimit { .. } => ErrorCode::RowLimitExceeded,
+            Self::Store(inner) => inner.code(),
+            Self::Execution(_) => ErrorCode::SqlError,
+        }
+    }
+}
+
+impl QueryError {
+    /// A DataFusion error as the client should see it, with the position
+    /// when DataFusion or the parser reports one.
+    pub(crate) fn from_datafusion(error: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError;
+        if let Some(span) = error.diagnostic().and_then(|d| d.span) {
+            return Self::Sql {
+                message: clean_message(&error.to_string()),
+                line: Some(span.start.line),
+                column: Some(span.start.column),
+            };
+        }
+        let message = clean_message(&error.to_string());
+        let (line, column) = position_in_message(&message);
+        match error.find_root() {
+            DataFusionError::ResourcesExhausted(_) | DataFusionError::External(_) | DataFusionError::IoError(_)
+            | DataFusionError::ObjectStore(_) | DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_)
+            | DataFusionError::Execution(_) => Self::Execution(message),
+            _ => Self::Sql {
+                message,
+                line,
+                column,
+            },
+        }
+    }
+
+    pub(crate) fn from_parser(error: &datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        let message = clean_message(&error.to_string());
+        let (line, column) = position_in_message(&message);
+        Self::Sql {
+            message,
+            line,
+            column,
+        }
+    }
+}
+
+fn clean_message(message: &str) -> String {
+    message.trim().to_string()
+}
+
+/// The parser writes positions as "Line: L, Column: C".
+fn position_in_message(message: &str) -> (Option<u64>, Option<u64>) {
+    let number_after = |label: &str| -> Option<u64> {
+        let start = message.find(label)? + label.len();
+        let digits: String = message[start..]
+            .chars()
+            .skip_while(|c| c.is_whitespace())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    (number_after("Line:"), number_after("Column:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_parser_messages() {
+        assert_eq!(
+            position_in_message("Expected: end of statement, found: x at Line: 2, Column: 17"),
+            (Some(2), Some(17))
+        );
+        assert_eq!(position_in_message("table not found"), (None, None));
+    }
+}

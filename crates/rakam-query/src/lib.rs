@@ -1,0 +1,18 @@
+//! The SQL front: a read-only statement guard, a DataFusion session that
+//! can see one project's collections (and `_all`) and nothing else, limits
+//! and timeouts, and the encoders of results (Rakam JSON, CSV, NDJSON).
+
+mod all_collections;
+mod encode;
+mod engine;
+mod error;
+mod guard;
+mod project_schema;
+
+pub use encode::{
+    descriptive_name, encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields,
+    SchemaFieldJson,
+};
+pub use engine::{QueryEngine, QueryLimits, QueryOutput};
+pub use error::QueryError;
+pub use guard::{check_statement, GuardedStatement};

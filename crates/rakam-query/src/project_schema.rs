@@ -1,0 +1,86 @@
+//! What a query of one project can name: its collections, and `_all`.
+//! Each table is snapshotted once per query, so `_all` and a collection read
+//! in the same statement agree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use parking_lot::Mutex;
+use rakam_store_api::{Catalog, EventStore, ProjectInfo};
+
+use crate::all_collections::all_collections_view;
+
+pub(crate) const ALL_COLLECTIONS: &str = "_all";
+
+#[derive(Debug)]
+pub(crate) struct ProjectSchema {
+    catalog: Arc<dyn Catalog>,
+    store: Arc<dyn EventStore>,
+    project: ProjectInfo,
+    collections: Vec<String>,
+    snapshots: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl ProjectSchema {
+    pub(crate) async fn load(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn EventStore>,
+        project: ProjectInfo,
+    ) -> Result<Self, rakam_store_api::StoreError> {
+        let collections = catalog.collections(&project.name).await?;
+        Ok(Self {
+            catalog,
+            store,
+            project,
+            collections,
+            snapshots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn collection_names(&self) -> &[String] {
+        &self.collections
+    }
+
+    pub(crate) async fn collection(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if !self.collections.iter().any(|c| c == name) {
+            return Ok(None);
+        }
+        if let Some(cached) = self.snapshots.lock().get(name) {
+            return Ok(Some(cached.clone()));
+        }
+        let to_df = |e: rakam_store_api::StoreError| DataFusionError::External(Box::new(e));
+        let Some(schema) = self.catalog.schema(&self.project.name, name).await.map_err(to_df)? else {
+            return Ok(None);
+        };
+        let provider = self
+            .store
+            .table_provider(&self.project, name, schema.arrow_schema())
+            .await
+            .map_err(to_df)?;
+        self.snapshots.lock().insert(name.to_string(), provider.clone());
+        Ok(Some(provider))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ProjectSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.collections.clone();
+        names.push(ALL_COLLECTIONS.to_string());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == ALL_COLLECTIONS {
+            return all_collections_view(self).await.map(Some);
+        }
+        self.collection(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == ALL_COLLECTIONS || self.collections.iter().any(|c| c == name)
+    }
+}

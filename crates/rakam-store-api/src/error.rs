@@ -1,0 +1,66 @@
+use rakam_common::{ErrorCode, ErrorExt};
+use rakam_model::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("project {0:?} does not exist")]
+    ProjectNotFound(String),
+    #[error("project {0:?} already exists")]
+    ProjectExists(String),
+    #[error("invalid project name {0:?}: only letters, digits and '_' are allowed")]
+    InvalidProjectName(String),
+    #[error("collection {collection:?} would have more than {limit} columns (limit storage.max_columns_per_collection)")]
+    TooManyColumns { collection: String, limit: usize },
+    #[error("column {column:?} is {existing}, which cannot hold {requested}")]
+    TypeConflict {
+        column: String,
+        existing: String,
+        requested: String,
+    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("storage i/o failed: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage data error: {0}")]
+    Data(String),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+impl StoreError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+impl ErrorExt for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::ProjectNotFound(_) => ErrorCode::ProjectNotFound,
+            Self::ProjectExists(_) => ErrorCode::ProjectExists,
+            Self::InvalidProjectName(_) => ErrorCode::InvalidName,
+            Self::TooManyColumns { .. } => ErrorCode::TooManyColumns,
+            Self::TypeConflict { .. } => ErrorCode::TypeConflict,
+            Self::Model(inner) => inner.code(),
+            Self::Io { .. } | Self::Data(_) => ErrorCode::StorageFailure,
+            Self::ShuttingDown => ErrorCode::Unavailable,
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for StoreError {
+    fn from(error: datafusion::error::DataFusionError) -> Self {
+        Self::Data(error.to_string())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for StoreError {
+    fn from(error: datafusion::arrow::error::ArrowError) -> Self {
+        Self::Data(error.to_string())
+    }
+}

@@ -1,0 +1,21 @@
+//! The contract between Rakam's API and its storage backends.
+//!
+//! A backend provides a [`Catalog`] (projects, keys, collection schemas) and
+//! an [`EventStore`] (durable appends, and a DataFusion `TableProvider` per
+//! collection so one query engine serves every backend). Every backend runs
+//! the shared [`conformance`] suite (feature `testsuite`).
+
+mod catalog;
+mod error;
+mod event_store;
+mod keys;
+
+#[cfg(feature = "testsuite")]
+pub mod conformance;
+
+pub use catalog::{Catalog, EvolveOutcome, ProjectInfo};
+pub use error::StoreError;
+pub use event_store::{CollectionStats, EventStore};
+pub use keys::{hash_key, KeyKind, ProjectKeys};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

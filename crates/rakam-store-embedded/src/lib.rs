@@ -1,0 +1,24 @@
+//! The embedded store, Rakam's zero-setup default: a write-ahead log with
+//! group commit, an in-memory tail that queries see at once, and Parquet
+//! files committed through a per-collection manifest (ADR 0001).
+//!
+//! ```text
+//! append ─▶ sequence + tail (under one lock) ─▶ WAL thread: write, fsync ─▶ ack
+//! background: tail ─▶ Parquet file ─▶ manifest commit ─▶ tail trimmed ─▶ WAL segment dropped
+//! ```
+
+mod batch_util;
+mod catalog;
+mod fs_util;
+mod maintenance;
+mod manifest;
+mod parquet_io;
+mod payload;
+mod provider;
+mod store;
+mod table;
+mod wal;
+
+pub use catalog::FileCatalog;
+pub use store::{open, EmbeddedOptions, EmbeddedStore, DATA_DIR_IN_USE};
+pub use wal::Durability;

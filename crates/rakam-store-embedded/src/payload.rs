@@ -1,0 +1,88 @@
+//! The WAL payload of one append: the project id, then each collection's
+//! rows as an Arrow IPC stream, so replay rebuilds exactly the batches that
+//! were acknowledged.
+
+use std::io::Cursor;
+
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use rakam_store_api::StoreError;
+
+pub(crate) struct AppendPayload {
+    pub project_id: String,
+    pub batches: Vec<(String, RecordBatch)>,
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+pub(crate) fn encode(project_id: &str, batches: &[(String, RecordBatch)]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    put_bytes(&mut out, project_id.as_bytes());
+    out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
+    for (collection, batch) in batches {
+        put_bytes(&mut out, collection.as_bytes());
+        let mut ipc = Vec::new();
+        {
+            let mut writer = StreamWriter::try_new(&mut ipc, &batch.schema())?;
+            writer.write(batch)?;
+            writer.finish()?;
+        }
+        put_bytes(&mut out, &ipc);
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, length: usize) -> Result<&'a [u8], StoreError> {
+        let end = self
+            .position
+            .checked_add(length)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| StoreError::Data("wal payload is truncated".into()))?;
+        let slice = &self.bytes[self.position..end];
+        self.position = end;
+        Ok(slice)
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn chunk(&mut self) -> Result<&'a [u8], StoreError> {
+        let length = self.u32()? as usize;
+        self.take(length)
+    }
+
+    fn string(&mut self) -> Result<String, StoreError> {
+        String::from_utf8(self.chunk()?.to_vec())
+            .map_err(|_| StoreError::Data("wal payload has a non-UTF-8 name".into()))
+    }
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<AppendPayload, StoreError> {
+    let mut reader = Reader { bytes, position: 0 };
+    let project_id = reader.string()?;
+    let count = reader.u32()?;
+    let mut batches = Vec::new();
+    for _ in 0..count {
+        let collection = reader.string()?;
+        let ipc = reader.chunk()?;
+        for batch in StreamReader::try_new(Cursor::new(ipc), None)? {
+            batches.push((collection.clone(), batch?));
+        }
+    }
+    Ok(AppendPayload {
+        project_id,
+        batches,
+    })
+}

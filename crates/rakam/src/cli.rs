@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rakam_config::Config;
+
+/// Rakam: self-hosted event analytics in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "rakam", version)]
+pub struct Arguments {
+    /// TOML configuration file; keys are overridden by RAKAM_<SECTION>__<KEY>
+    /// environment variables, then by flags.
+    #[arg(long, global = true, env = "RAKAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on (server.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the embedded store (storage.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// `fsync` or `os` (storage.durability).
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// Lock key required to create projects (server.lock_key).
+    #[arg(long)]
+    pub lock_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(Overrides),
+    /// Print the effective configuration (defaults < file < env < flags).
+    Config(Overrides),
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        action: ProjectAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectAction {
+    /// Create a project and print its keys. Talks to the running server when
+    /// it holds the data directory, else opens the directory directly.
+    Create {
+        name: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+pub fn effective_config(config_file: Option<&std::path::Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let mut config = Config::load(config_file, std::env::vars())?;
+    if let Some(listen) = &overrides.listen {
+        config.server.listen = listen.clone();
+    }
+    if let Some(data_dir) = &overrides.data_dir {
+        config.storage.data_dir = data_dir.clone();
+    }
+    if let Some(durability) = &overrides.durability {
+        config.storage.durability = durability.clone();
+    }
+    if let Some(lock_key) = &overrides.lock_key {
+        config.server.lock_key = lock_key.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rakam-worker")
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn run(arguments: Arguments) -> anyhow::Result<()> {
+    let config_file = arguments.config.as_deref();
+    match arguments.command {
+        Command::Serve(overrides) => {
+            let config = effective_config(config_file, &overrides)?;
+            crate::serve::init_logging();
+            runtime()?.block_on(crate::serve::serve(config))
+        }
+        Command::Config(overrides) => {
+            let config = effective_config(config_file, &overrides)?;
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Project {
+            action: ProjectAction::Create { name, overrides },
+        } => {
+            let config = effective_config(config_file, &overrides)?;
+            let keys = runtime()?.block_on(crate::serve::create_project(&config, &name))?;
+            println!("{}", serde_json::to_string_pretty(&keys)?);
+            Ok(())
+        }
+    }
+}

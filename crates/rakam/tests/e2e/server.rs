@@ -1,0 +1,228 @@
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub struct TestServer {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub master: String,
+    pub read: String,
+    pub write: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rakam")
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    pub fn start_with_env(extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().join("data");
+        let mut server = Self {
+            port: 0,
+            data_dir,
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            _temp: Some(temp),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        self.port = free_port();
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RAKAM_LOG", "warn")
+            .env_remove("RAKAM_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        self.child = Some(command.spawn().expect("start rakam"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()).flatten() {
+                panic!("rakam exited during start-up: {status}");
+            }
+            if self.get("/health").status == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("rakam did not start within 60 s");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Stops with SIGTERM (graceful: flushes) and starts again on the same data.
+    pub fn restart_gracefully(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.child = None;
+        self.launch();
+    }
+
+    /// `kill -9`, then start again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+        let mut request = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(120));
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let result = match body {
+            Some(bytes) => request.send_bytes(bytes),
+            None => request.call(),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(error) => {
+                return Response {
+                    status: 0,
+                    body: error.to_string(),
+                    content_type: String::new(),
+                }
+            }
+        };
+        let status = response.status();
+        let content_type = response.header("content-type").unwrap_or("").to_string();
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes);
+        Response {
+            status,
+            body: String::from_utf8_lossy(&bytes).to_string(),
+            content_type,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Response {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.request("POST", path, &all, Some(body.to_string().as_bytes()))
+    }
+
+    pub fn create_project(&self, name: &str) -> Keys {
+        let response = self.post("/project/create", &[], &json!({"name": name}));
+        assert_eq!(response.status, 200, "{}", response.body);
+        let keys = response.json();
+        Keys {
+            master: keys["master_key"].as_str().expect("master").to_string(),
+            read: keys["read_key"].as_str().expect("read").to_string(),
+            write: keys["write_key"].as_str().expect("write").to_string(),
+        }
+    }
+
+    pub fn collect(&self, keys: &Keys, collection: &str, properties: Value) -> Response {
+        self.post(
+            "/event/collect",
+            &[],
+            &json!({"collection": collection, "api": {"api_key": keys.write}, "properties": properties}),
+        )
+    }
+
+    /// Runs SQL with the read key and returns the `result` rows.
+    pub fn query(&self, keys: &Keys, sql: &str) -> Vec<Vec<Value>> {
+        self.run_query(keys, json!({"query": sql}))
+    }
+
+    pub fn query_with_limit(&self, keys: &Keys, sql: &str, limit: u64) -> Vec<Vec<Value>> {
+        self.run_query(keys, json!({"query": sql, "limit": limit}))
+    }
+
+    fn run_query(&self, keys: &Keys, request: Value) -> Vec<Vec<Value>> {
+        let sql = request["query"].as_str().unwrap_or("").to_string();
+        let response = self.post("/query/execute", &[("read_key", &keys.read)], &request);
+        assert_eq!(response.status, 200, "{sql}: {}", response.body);
+        let body = response.json();
+        body["result"]
+            .as_array()
+            .expect("result rows")
+            .iter()
+            .map(|row| row.as_array().expect("row").clone())
+            .collect()
+    }
+
+    pub fn count(&self, keys: &Keys, sql: &str) -> i64 {
+        self.query(keys, sql)[0][0].as_i64().expect("a count")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
