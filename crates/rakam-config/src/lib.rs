@@ -237,14 +237,21 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn file_then_environment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("rakam.toml");
-        std::fs::write(&file, "[server]\nlisten = \"0.0.0.0:1\"\n[query]\nmax_limit = 10\ndefault_limit = 5\n").expect("write");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"0.0.0.0:1\"\n[query]\nmax_limit = 10\ndefault_limit = 5\n",
+        )
+        .expect("write");
         let config = Config::load(
             Some(&file),
             env(&[

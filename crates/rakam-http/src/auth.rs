@@ -38,28 +38,49 @@ pub async fn authorize(
     else {
         return Err(ApiError::new(
             ErrorCode::MissingKey,
-            format!("{} header or query parameter is missing", required.parameter_name()),
+            format!(
+                "{} header or query parameter is missing",
+                required.parameter_name()
+            ),
         ));
     };
     check_key(state, &key, required, kind.parameter_name()).await
 }
 
 /// A key from the request body (`api.api_key`): a write or a master key.
-pub async fn authorize_body_key(state: &AppState, key: Option<&str>, required: KeyKind) -> Result<ProjectInfo, ApiError> {
+pub async fn authorize_body_key(
+    state: &AppState,
+    key: Option<&str>,
+    required: KeyKind,
+) -> Result<ProjectInfo, ApiError> {
     match key.filter(|k| !k.is_empty()) {
         Some(key) => check_key(state, key, required, "api.api_key").await,
-        None => Err(ApiError::new(ErrorCode::MissingKey, "api.api_key is missing")),
+        None => Err(ApiError::new(
+            ErrorCode::MissingKey,
+            "api.api_key is missing",
+        )),
     }
 }
 
-async fn check_key(state: &AppState, key: &str, required: KeyKind, name: &str) -> Result<ProjectInfo, ApiError> {
+async fn check_key(
+    state: &AppState,
+    key: &str,
+    required: KeyKind,
+    name: &str,
+) -> Result<ProjectInfo, ApiError> {
     match state.catalog.authenticate(key).await? {
         Some((project, kind)) if kind.grants(required) => Ok(project),
         Some(_) => Err(ApiError::new(
             ErrorCode::InvalidKey,
-            format!("{name} is not a {} of this project", required.parameter_name()),
+            format!(
+                "{name} is not a {} of this project",
+                required.parameter_name()
+            ),
         )),
-        None => Err(ApiError::new(ErrorCode::InvalidKey, format!("{name} is invalid"))),
+        None => Err(ApiError::new(
+            ErrorCode::InvalidKey,
+            format!("{name} is invalid"),
+        )),
     }
 }
 
@@ -69,5 +90,8 @@ pub fn constant_time_eq(left: &str, right: &str) -> bool {
     if left.len() != right.len() {
         return false;
     }
-    left.iter().zip(right).fold(0_u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    left.iter()
+        .zip(right)
+        .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }

@@ -19,7 +19,12 @@ fn too_large(limit: usize, key: &str) -> ApiError {
 
 /// Reads the body (at most `limit` bytes, after decompression) and
 /// decompresses it when it is gzip, by header or by its magic bytes.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize, limit_key: &str) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    limit_key: &str,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -31,7 +36,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize, limit_key:
         if format!("{error:?}").contains("LengthLimit") {
             too_large(limit, limit_key)
         } else {
-            ApiError::new(ErrorCode::CorruptBody, format!("cannot read the request body: {error}"))
+            ApiError::new(
+                ErrorCode::CorruptBody,
+                format!("cannot read the request body: {error}"),
+            )
         }
     })?;
     let declared_gzip = headers
@@ -47,9 +55,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize, limit_key:
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
         .map_err(|error| match error {
             GunzipError::TooLarge => too_large(limit, limit_key),
-            GunzipError::Corrupt(message) => {
-                ApiError::new(ErrorCode::CorruptBody, format!("the gzip body is corrupt: {message}"))
-            }
+            GunzipError::Corrupt(message) => ApiError::new(
+                ErrorCode::CorruptBody,
+                format!("the gzip body is corrupt: {message}"),
+            ),
         })
 }
 
@@ -72,9 +81,16 @@ fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
 
 /// A JSON body as `T`; a wrong shape is a 400 that says what is wrong.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
     serde_json::from_slice(bytes).map_err(|error| {
-        ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid: {error}"))
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("the body is not valid: {error}"),
+        )
     })
 }
 
@@ -84,7 +100,13 @@ pub fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default()
 }
 
@@ -99,15 +121,27 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(&[b'a'; 10_000]).expect("write");
         let compressed = encoder.finish().expect("finish");
-        assert!(matches!(gunzip(&compressed, 100), Err(GunzipError::TooLarge)));
-        assert_eq!(gunzip(&compressed, 10_000).ok().map(|b| b.len()), Some(10_000));
-        assert!(matches!(gunzip(&compressed[..20], 10_000), Err(GunzipError::Corrupt(_))));
+        assert!(matches!(
+            gunzip(&compressed, 100),
+            Err(GunzipError::TooLarge)
+        ));
+        assert_eq!(
+            gunzip(&compressed, 10_000).ok().map(|b| b.len()),
+            Some(10_000)
+        );
+        assert!(matches!(
+            gunzip(&compressed[..20], 10_000),
+            Err(GunzipError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn media_types_are_matched_leniently() {
         let mut headers = HeaderMap::new();
-        headers.insert("content-type", "Application/JSON; charset=UTF-8".parse().expect("header"));
+        headers.insert(
+            "content-type",
+            "Application/JSON; charset=UTF-8".parse().expect("header"),
+        );
         assert_eq!(media_type(&headers), "application/json");
     }
 }

@@ -35,9 +35,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::PartialBatchFailure => StatusCode::CONFLICT,
-        ErrorCode::MissingKey | ErrorCode::InvalidKey | ErrorCode::Forbidden | ErrorCode::SqlForbidden => {
-            StatusCode::FORBIDDEN
-        }
+        ErrorCode::MissingKey
+        | ErrorCode::InvalidKey
+        | ErrorCode::Forbidden
+        | ErrorCode::SqlForbidden => StatusCode::FORBIDDEN,
         ErrorCode::ProjectNotFound | ErrorCode::CollectionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::QueryTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,
@@ -67,7 +68,10 @@ impl ApiError {
         match code {
             ErrorCode::StorageFailure | ErrorCode::Internal => {
                 tracing::error!(%error, ?code, "request failed on the server side");
-                Self::new(code, "the server could not complete the request; see the server log")
+                Self::new(
+                    code,
+                    "the server could not complete the request; see the server log",
+                )
             }
             _ => Self::new(code, error.to_string()),
         }
@@ -107,7 +111,8 @@ impl From<rakam_query::QueryError> for ApiError {
         let mut api_error = Self::from_error(&error);
         if let rakam_query::QueryError::Sql { line, column, .. } = &error {
             if line.is_some() || column.is_some() {
-                api_error = api_error.with_detail("position", json!({"line": line, "column": column}));
+                api_error =
+                    api_error.with_detail("position", json!({"line": line, "column": column}));
             }
         }
         api_error
@@ -132,7 +137,10 @@ mod tests {
             assert!(status_for(code).is_client_error(), "{code:?}");
         }
         assert!(status_for(ErrorCode::StorageFailure).is_server_error());
-        assert_eq!(status_for(ErrorCode::PartialBatchFailure), StatusCode::CONFLICT);
+        assert_eq!(
+            status_for(ErrorCode::PartialBatchFailure),
+            StatusCode::CONFLICT
+        );
     }
 
     #[test]

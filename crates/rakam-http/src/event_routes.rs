@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rakam_common::ErrorCode;
 use rakam_ingest::{
-    decode_batch, decode_csv, decode_event, decode_ndjson, typed_from_text, CsvOptions, EventInput, IngestError,
+    decode_batch, decode_csv, decode_event, decode_ndjson, typed_from_text, CsvOptions, EventInput,
+    IngestError,
 };
 use rakam_model::normalize_collection_name;
 use rakam_store_api::{KeyKind, ProjectInfo};
@@ -21,9 +22,9 @@ type Params = Query<HashMap<String, String>>;
 
 /// A transparent 1×1 GIF.
 const PIXEL_GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff,
-    0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
-    0x00, 0x02, 0x01, 0x44, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x01, 0x44, 0x00, 0x3b,
 ];
 
 fn record_ingested(count: usize) {
@@ -35,16 +36,30 @@ fn stored_one() -> Response {
     (StatusCode::OK, Json(json!(1))).into_response()
 }
 
-async fn ingest_all(state: &AppState, project: &ProjectInfo, events: Vec<EventInput>) -> Result<usize, ApiError> {
+async fn ingest_all(
+    state: &AppState,
+    project: &ProjectInfo,
+    events: Vec<EventInput>,
+) -> Result<usize, ApiError> {
     let inputs = events.into_iter().map(Ok).collect();
     let outcome = state.ingester.ingest(project, inputs, true).await?;
     record_ingested(outcome.stored);
     Ok(outcome.stored)
 }
 
-pub(crate) async fn collect(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn collect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
-    let bytes = read_body(&headers, body, limits.max_request_bytes, "limits.max_request_bytes").await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        limits.max_request_bytes,
+        "limits.max_request_bytes",
+    )
+    .await?;
     if bytes.len() > limits.max_event_bytes {
         return Err(IngestError::EventTooLarge {
             actual: bytes.len(),
@@ -53,17 +68,32 @@ pub(crate) async fn collect(State(state): State<AppState>, headers: HeaderMap, b
         .into());
     }
     let envelope = decode_event(&bytes)?;
-    let project = authorize_body_key(&state, envelope.api.api_key.as_deref(), KeyKind::Write).await?;
+    let project =
+        authorize_body_key(&state, envelope.api.api_key.as_deref(), KeyKind::Write).await?;
     ingest_all(&state, &project, vec![envelope.event]).await?;
     Ok(stored_one())
 }
 
-pub(crate) async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
-    let bytes = read_body(&headers, body, limits.max_request_bytes, "limits.max_request_bytes").await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        limits.max_request_bytes,
+        "limits.max_request_bytes",
+    )
+    .await?;
     let request = decode_batch(&bytes, state.ingester.limits())?;
-    let project = authorize_body_key(&state, request.api.api_key.as_deref(), KeyKind::Write).await?;
-    let outcome = state.ingester.ingest(&project, request.events, false).await?;
+    let project =
+        authorize_body_key(&state, request.api.api_key.as_deref(), KeyKind::Write).await?;
+    let outcome = state
+        .ingester
+        .ingest(&project, request.events, false)
+        .await?;
     record_ingested(outcome.stored);
     if outcome.failed.is_empty() {
         return Ok(stored_one());
@@ -76,7 +106,11 @@ pub(crate) async fn batch(State(state): State<AppState>, headers: HeaderMap, bod
         .collect();
     Err(ApiError::new(
         ErrorCode::PartialBatchFailure,
-        format!("{} of {} events were not stored", failed.len(), failed.len() + outcome.stored),
+        format!(
+            "{} of {} events were not stored",
+            failed.len(),
+            failed.len() + outcome.stored
+        ),
     )
     .with_detail("failed", json!(failed))
     .with_detail("errors", Value::Array(errors)))
@@ -89,7 +123,13 @@ pub(crate) async fn bulk(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = state.config.limits.clone();
-    let bytes = read_body(&headers, body, limits.max_bulk_bytes, "limits.max_bulk_bytes").await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        limits.max_bulk_bytes,
+        "limits.max_bulk_bytes",
+    )
+    .await?;
     let kind = media_type(&headers);
     let ingest_limits = state.ingester.limits().clone();
     let (project, events) = match kind.as_str() {
@@ -140,9 +180,12 @@ async fn decode_csv_request(
     params: &HashMap<String, String>,
     bytes: &[u8],
 ) -> Result<Vec<EventInput>, ApiError> {
-    let raw_collection = params
-        .get("collection")
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "collection query parameter is required"))?;
+    let raw_collection = params.get("collection").ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingParameter,
+            "collection query parameter is required",
+        )
+    })?;
     let collection = normalize_collection_name(raw_collection)?;
     let separator = match params.get("column_separator").map(String::as_str) {
         None | Some("") => b',',
@@ -160,16 +203,36 @@ async fn decode_csv_request(
         Some(value) => matches!(value.as_str(), "true" | "1" | "yes"),
     };
     let schema = state.catalog.schema(&project.name, &collection).await?;
-    let options = CsvOptions { separator, use_header };
-    Ok(decode_csv(bytes, &collection, &options, schema.as_deref(), state.ingester.limits())?)
+    let options = CsvOptions {
+        separator,
+        use_header,
+    };
+    Ok(decode_csv(
+        bytes,
+        &collection,
+        &options,
+        schema.as_deref(),
+        state.ingester.limits(),
+    )?)
 }
 
 /// `GET|POST /event/pixel?collection=…&api.api_key=…&prop.<name>=…`.
-pub(crate) async fn pixel(State(state): State<AppState>, Query(params): Params) -> Result<Response, ApiError> {
-    let collection = params
-        .get("collection")
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "collection query parameter is required"))?;
-    let project = authorize_body_key(&state, params.get("api.api_key").map(String::as_str), KeyKind::Write).await?;
+pub(crate) async fn pixel(
+    State(state): State<AppState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let collection = params.get("collection").ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingParameter,
+            "collection query parameter is required",
+        )
+    })?;
+    let project = authorize_body_key(
+        &state,
+        params.get("api.api_key").map(String::as_str),
+        KeyKind::Write,
+    )
+    .await?;
     let normalized = normalize_collection_name(collection)?;
     let schema = state.catalog.schema(&project.name, &normalized).await?;
     let mut properties = Map::new();
@@ -178,7 +241,10 @@ pub(crate) async fn pixel(State(state): State<AppState>, Query(params): Params) 
             continue;
         };
         let column_type = schema.as_ref().and_then(|s| s.column_type(name));
-        properties.insert(name.to_string(), typed_from_text(text, column_type, name == "_time"));
+        properties.insert(
+            name.to_string(),
+            typed_from_text(text, column_type, name == "_time"),
+        );
     }
     let event = EventInput {
         collection: collection.clone(),

@@ -44,7 +44,10 @@ pub fn router(state: AppState) -> Router {
         .route("/project/create", post(project_routes::create))
         .route("/project/list", any(project_routes::list))
         .route("/project/delete", any(project_routes::delete))
-        .route("/project/create-api-keys", post(project_routes::create_api_keys))
+        .route(
+            "/project/create-api-keys",
+            post(project_routes::create_api_keys),
+        )
         .route("/project/collection", post(project_routes::collections))
         .route("/project/schema", post(project_routes::schema))
         .route("/project/schema/add", post(project_routes::add_fields))
@@ -52,15 +55,24 @@ pub fn router(state: AppState) -> Router {
         .route("/event/collect", post(event_routes::collect))
         .route("/event/batch", post(event_routes::batch))
         .route("/event/bulk", post(event_routes::bulk))
-        .route("/event/pixel", get(event_routes::pixel).post(event_routes::pixel))
+        .route(
+            "/event/pixel",
+            get(event_routes::pixel).post(event_routes::pixel),
+        )
         .route("/query/execute", post(query_routes::execute))
         .route("/query/export", post(query_routes::export))
         .route("/query/metadata", post(query_routes::metadata))
         .route("/metrics", get(metrics::render))
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .fallback(|| async {
-            ApiError::new(rakam_common::ErrorCode::MalformedRequest, "no such endpoint")
-                .with_detail("status", serde_json::json!(404))
+            ApiError::new(
+                rakam_common::ErrorCode::MalformedRequest,
+                "no such endpoint",
+            )
+            .with_detail("status", serde_json::json!(404))
         })
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(cors)

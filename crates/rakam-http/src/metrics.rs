@@ -23,7 +23,10 @@ pub fn install_metrics_recorder() -> Option<PrometheusHandle> {
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
             handle.render(),
         )
             .into_response(),
@@ -39,7 +42,8 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("rakam_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("rakam_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
     metrics::histogram!("rakam_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response

@@ -57,9 +57,12 @@ pub(crate) async fn create(
     let bytes = read_body(&headers, body, SMALL_BODY, "project request").await?;
     let request: LockRequest = parse_json(&bytes)?;
     check_lock(&state, peer, request.lock_key.as_deref())?;
-    let name = request
-        .name
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "name body parameter is required"))?;
+    let name = request.name.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingParameter,
+            "name body parameter is required",
+        )
+    })?;
     let keys = state.catalog.create_project(&name).await?;
     tracing::info!(project = %name.to_lowercase(), "project created");
     Ok(Json(keys))
@@ -143,7 +146,11 @@ pub(crate) async fn schema(
     let request: SchemaRequest = parse_json(&bytes)?;
     let mut collections = Vec::new();
     for name in state.catalog.collections(&project.name).await? {
-        if request.names.as_ref().is_some_and(|names| !names.contains(&name)) {
+        if request
+            .names
+            .as_ref()
+            .is_some_and(|names| !names.contains(&name))
+        {
             continue;
         }
         let Some(schema) = state.catalog.schema(&project.name, &name).await? else {
@@ -186,7 +193,9 @@ pub(crate) async fn add_fields(
     let mut columns = Vec::with_capacity(request.fields.len());
     for field in request.fields {
         let name = normalize_field_name(&field.name)?;
-        if rakam_model::RESERVED_FIELD_NAMES.contains(&name.as_str()) || name == rakam_model::TIME_COLUMN {
+        if rakam_model::RESERVED_FIELD_NAMES.contains(&name.as_str())
+            || name == rakam_model::TIME_COLUMN
+        {
             return Err(rakam_model::ModelError::ReservedName { name }.into());
         }
         columns.push(Column {
@@ -194,11 +203,16 @@ pub(crate) async fn add_fields(
             field_type: FieldType::parse(&field.field_type)?,
         });
     }
-    let outcome = state.catalog.evolve(&project.name, &collection, &columns).await?;
+    let outcome = state
+        .catalog
+        .evolve(&project.name, &collection, &columns)
+        .await?;
     if let Some(name) = outcome.refused.first() {
         return Err(ApiError::new(
             ErrorCode::TooManyColumns,
-            format!("{name:?} was not added: the collection is at storage.max_columns_per_collection"),
+            format!(
+                "{name:?} was not added: the collection is at storage.max_columns_per_collection"
+            ),
         ));
     }
     for column in &columns {

@@ -6,7 +6,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rakam_common::ErrorCode;
-use rakam_query::{encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields, SchemaFieldJson};
+use rakam_query::{
+    encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields, SchemaFieldJson,
+};
 use rakam_store_api::KeyKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -30,9 +32,12 @@ struct QueryRequest {
 
 impl QueryRequest {
     fn sql(&self) -> Result<&str, ApiError> {
-        self.query
-            .as_deref()
-            .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "query body parameter is required"))
+        self.query.as_deref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingParameter,
+                "query body parameter is required",
+            )
+        })
     }
 }
 
@@ -100,7 +105,10 @@ pub(crate) async fn export(
         .await
         .map_err(|e| with_query(e, sql))?;
     let (content_type, bytes) = match format.as_str() {
-        "CSV" => ("text/csv; charset=utf-8", encode_csv(&output.schema, &output.batches)?),
+        "CSV" => (
+            "text/csv; charset=utf-8",
+            encode_csv(&output.schema, &output.batches)?,
+        ),
         "JSON" => ("application/json", encode_json_objects(&output.batches)?),
         "NDJSON" | "JSONL" => ("application/x-ndjson", encode_ndjson(&output.batches)?),
         other => {
@@ -122,6 +130,10 @@ pub(crate) async fn metadata(
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
     let request = read_request(&headers, body).await?;
     let sql = request.sql()?;
-    let schema = state.query.metadata(&project, sql).await.map_err(|e| with_query(e, sql))?;
+    let schema = state
+        .query
+        .metadata(&project, sql)
+        .await
+        .map_err(|e| with_query(e, sql))?;
     Ok(Json(schema_fields(&schema)))
 }

@@ -165,7 +165,8 @@ pub(crate) fn build_batch(
         let mut unmapped: Map<String, serde_json::Value> = event.unmapped;
         for field in event.fields {
             let fit = match index.get(field.name.as_str()) {
-                Some(&position) => match coerce(&field.value, &schema.columns[position].field_type) {
+                Some(&position) => match coerce(&field.value, &schema.columns[position].field_type)
+                {
                     Fit::Value(scalar) => {
                         slots[position] = Some(scalar);
                         continue;

@@ -31,7 +31,11 @@ impl ApiContext {
         let api_key = match api.remove("api_key") {
             None | Some(Value::Null) => None,
             Some(Value::String(key)) => Some(key),
-            Some(_) => return Err(IngestError::InvalidValue("api.api_key must be a string".into())),
+            Some(_) => {
+                return Err(IngestError::InvalidValue(
+                    "api.api_key must be a string".into(),
+                ))
+            }
         };
         let upload_time = match api.remove("upload_time") {
             None | Some(Value::Null) => None,
@@ -39,7 +43,11 @@ impl ApiContext {
                 number
                     .as_i64()
                     .or_else(|| number.as_f64().map(|f| f as i64))
-                    .ok_or_else(|| IngestError::InvalidValue("api.upload_time must be epoch milliseconds".into()))?,
+                    .ok_or_else(|| {
+                        IngestError::InvalidValue(
+                            "api.upload_time must be epoch milliseconds".into(),
+                        )
+                    })?,
             ),
             Some(_) => {
                 return Err(IngestError::InvalidValue(
@@ -72,8 +80,12 @@ pub struct EventEnvelope {
 fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, IngestError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(IngestError::Malformed(format!("{what} must be a JSON object"))),
-        Err(error) => Err(IngestError::Malformed(format!("{what} is not valid JSON: {error}"))),
+        Ok(_) => Err(IngestError::Malformed(format!(
+            "{what} must be a JSON object"
+        ))),
+        Err(error) => Err(IngestError::Malformed(format!(
+            "{what} is not valid JSON: {error}"
+        ))),
     }
 }
 
@@ -88,12 +100,20 @@ fn event_from_object(
     let collection = match object.remove("collection") {
         Some(Value::String(name)) => name,
         None | Some(Value::Null) => return Err(IngestError::Missing("collection")),
-        Some(_) => return Err(IngestError::InvalidValue("collection must be a string".into())),
+        Some(_) => {
+            return Err(IngestError::InvalidValue(
+                "collection must be a string".into(),
+            ))
+        }
     };
     let properties = match object.remove("properties") {
         Some(Value::Object(properties)) => properties,
         None | Some(Value::Null) => return Err(IngestError::Missing("properties")),
-        Some(_) => return Err(IngestError::InvalidValue("properties must be an object".into())),
+        Some(_) => {
+            return Err(IngestError::InvalidValue(
+                "properties must be an object".into(),
+            ))
+        }
     };
     let upload_time = api.upload_time;
     Ok((
@@ -129,8 +149,9 @@ struct RawBatch<'a> {
 }
 
 pub fn decode_batch(bytes: &[u8], limits: &IngestLimits) -> Result<BatchRequest, IngestError> {
-    let raw: RawBatch<'_> = serde_json::from_slice(bytes)
-        .map_err(|error| IngestError::Malformed(format!("the body is not a valid batch: {error}")))?;
+    let raw: RawBatch<'_> = serde_json::from_slice(bytes).map_err(|error| {
+        IngestError::Malformed(format!("the body is not a valid batch: {error}"))
+    })?;
     let api = ApiContext::from_value(raw.api)?;
     let raw_events = raw.events.ok_or(IngestError::Missing("events"))?;
     if raw_events.len() > limits.max_batch_events {
@@ -225,7 +246,10 @@ fn check_count(count: usize, limits: &IngestLimits) -> Result<(), IngestError> {
 }
 
 fn trim_ascii_start(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
     &bytes[start..]
 }
 
@@ -246,7 +270,8 @@ fn decode_line(
     if is_envelope {
         return event_from_object(object, &ApiContext::default()).map(|(_, event)| event);
     }
-    let collection = default_collection.ok_or(IngestError::Missing("collection query parameter"))?;
+    let collection =
+        default_collection.ok_or(IngestError::Missing("collection query parameter"))?;
     // A bare properties object may still carry an api object; it is not data.
     object.remove("api");
     Ok(EventInput {
@@ -280,7 +305,10 @@ pub fn decode_csv(
     let mut records = reader.byte_records();
     let header: Vec<String> = if options.use_header {
         match records.next() {
-            Some(Ok(row)) => row.iter().map(|cell| String::from_utf8_lossy(cell).trim().to_string()).collect(),
+            Some(Ok(row)) => row
+                .iter()
+                .map(|cell| String::from_utf8_lossy(cell).trim().to_string())
+                .collect(),
             Some(Err(error)) => return Err(IngestError::Malformed(format!("csv header: {error}"))),
             None => return Ok(Vec::new()),
         }
@@ -353,10 +381,14 @@ mod tests {
                 "not an object"
             ]
         });
-        let batch = decode_batch(body.to_string().as_bytes(), &IngestLimits::default()).expect("batch");
+        let batch =
+            decode_batch(body.to_string().as_bytes(), &IngestLimits::default()).expect("batch");
         assert_eq!(batch.api.api_key.as_deref(), Some("k"));
         assert!(batch.events[0].is_ok());
-        assert_eq!(batch.events[0].as_ref().map(|e| e.upload_time).ok(), Some(Some(1000)));
+        assert_eq!(
+            batch.events[0].as_ref().map(|e| e.upload_time).ok(),
+            Some(Some(1000))
+        );
         assert!(batch.events[1..].iter().all(Result::is_err));
     }
 
@@ -375,7 +407,8 @@ mod tests {
     #[test]
     fn ndjson_lines_are_envelopes_or_properties() {
         let body = b"{\"collection\":\"pageview\",\"properties\":{\"a\":1}}\n\n{\"b\":2}\n";
-        let events = decode_ndjson(body, Some("fallback"), &IngestLimits::default()).expect("ndjson");
+        let events =
+            decode_ndjson(body, Some("fallback"), &IngestLimits::default()).expect("ndjson");
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].collection, "pageview");
         assert_eq!(events[1].collection, "fallback");
@@ -384,7 +417,12 @@ mod tests {
             .to_string();
         assert!(error.starts_with("line 2"), "{error}");
         assert!(decode_ndjson(b"{\"a\":1}", None, &IngestLimits::default()).is_err());
-        let array = decode_ndjson(b" [{\"a\":1},{\"a\":2}]", Some("c"), &IngestLimits::default()).expect("array");
+        let array = decode_ndjson(
+            b" [{\"a\":1},{\"a\":2}]",
+            Some("c"),
+            &IngestLimits::default(),
+        )
+        .expect("array");
         assert_eq!(array.len(), 2);
     }
 
@@ -394,25 +432,54 @@ mod tests {
             separator: b',',
             use_header: true,
         };
-        let events = decode_csv(b"name,count\nada,3\n\"b,c\",\n", "people", &options, None, &IngestLimits::default())
-            .expect("csv");
+        let events = decode_csv(
+            b"name,count\nada,3\n\"b,c\",\n",
+            "people",
+            &options,
+            None,
+            &IngestLimits::default(),
+        )
+        .expect("csv");
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].properties["count"], json!("3"));
         assert_eq!(events[1].properties["name"], json!("b,c"));
         assert_eq!(events[1].properties["count"], json!(null));
 
         let schema = CollectionSchema {
-            columns: vec![Column { name: "count".into(), field_type: FieldType::Long }],
+            columns: vec![Column {
+                name: "count".into(),
+                field_type: FieldType::Long,
+            }],
         };
         let positional = CsvOptions {
             separator: b';',
             use_header: false,
         };
-        let events = decode_csv(b"1700000000000;42\n", "people", &positional, Some(&schema), &IngestLimits::default())
-            .expect("positional");
+        let events = decode_csv(
+            b"1700000000000;42\n",
+            "people",
+            &positional,
+            Some(&schema),
+            &IngestLimits::default(),
+        )
+        .expect("positional");
         assert_eq!(events[0].properties["_time"], json!(1_700_000_000_000_i64));
         assert_eq!(events[0].properties["count"], json!(42));
-        assert!(decode_csv(b"1;2;3\n", "people", &positional, Some(&schema), &IngestLimits::default()).is_err());
-        assert!(decode_csv(b"1\n", "people", &positional, None, &IngestLimits::default()).is_err());
+        assert!(decode_csv(
+            b"1;2;3\n",
+            "people",
+            &positional,
+            Some(&schema),
+            &IngestLimits::default()
+        )
+        .is_err());
+        assert!(decode_csv(
+            b"1\n",
+            "people",
+            &positional,
+            None,
+            &IngestLimits::default()
+        )
+        .is_err());
     }
 }

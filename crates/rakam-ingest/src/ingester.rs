@@ -29,7 +29,11 @@ pub struct Ingester {
 }
 
 impl Ingester {
-    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn EventStore>, limits: IngestLimits) -> Self {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn EventStore>,
+        limits: IngestLimits,
+    ) -> Self {
         Self {
             catalog,
             store,
@@ -52,9 +56,10 @@ impl Ingester {
     ) -> Result<IngestOutcome, IngestError> {
         let server_time_ms = rakam_common::time::now_millis();
         let limits = self.limits.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare_all(inputs, server_time_ms, &limits))
-            .await
-            .map_err(|e| IngestError::Malformed(format!("decoder task failed: {e}")))?;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare_all(inputs, server_time_ms, &limits))
+                .await
+                .map_err(|e| IngestError::Malformed(format!("decoder task failed: {e}")))?;
         let mut outcome = IngestOutcome::default();
         let mut valid = Vec::with_capacity(prepared.len());
         for (index, event) in prepared.into_iter().enumerate() {
@@ -82,7 +87,10 @@ impl Ingester {
     ) -> Result<usize, IngestError> {
         let mut by_collection: BTreeMap<String, Vec<PreparedEvent>> = BTreeMap::new();
         for event in events {
-            by_collection.entry(event.collection.clone()).or_default().push(event);
+            by_collection
+                .entry(event.collection.clone())
+                .or_default()
+                .push(event);
         }
         let mut groups = Vec::with_capacity(by_collection.len());
         for (collection, events) in by_collection {
@@ -100,7 +108,10 @@ impl Ingester {
         .await
         .map_err(|e| IngestError::Malformed(format!("build task failed: {e}")))??;
         let unmapped_rows = built.iter().map(|(_, built)| built.unmapped_rows).sum();
-        let batches = built.into_iter().map(|(collection, built)| (collection, built.batch)).collect();
+        let batches = built
+            .into_iter()
+            .map(|(collection, built)| (collection, built.batch))
+            .collect();
         self.store.append(project, batches).await?;
         Ok(unmapped_rows)
     }
@@ -131,7 +142,9 @@ fn prepare_all(
     server_time_ms: i64,
     limits: &IngestLimits,
 ) -> Vec<Result<PreparedEvent, IngestError>> {
-    let prepare_one = |input: Result<EventInput, IngestError>| input.and_then(|i| prepare(i, server_time_ms, limits));
+    let prepare_one = |input: Result<EventInput, IngestError>| {
+        input.and_then(|i| prepare(i, server_time_ms, limits))
+    };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     if workers < 2 || inputs.len() < 20_000 {
         return inputs.into_iter().map(prepare_one).collect();
@@ -145,13 +158,17 @@ fn prepare_all(
     std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.into_iter().map(prepare_one).collect::<Vec<_>>()))
+            .map(|chunk| {
+                scope.spawn(move || chunk.into_iter().map(prepare_one).collect::<Vec<_>>())
+            })
             .collect();
         handles
             .into_iter()
             .flat_map(|handle| {
                 handle.join().unwrap_or_else(|_| {
-                    vec![Err(IngestError::Malformed("a decoder thread failed".into()))]
+                    vec![Err(IngestError::Malformed(
+                        "a decoder thread failed".into(),
+                    ))]
                 })
             })
             .collect()
@@ -172,7 +189,8 @@ fn plan_columns(current: Option<&CollectionSchema>, events: &[PreparedEvent]) ->
                 }
                 continue;
             }
-            let existing: Option<&FieldType> = current.and_then(|schema| schema.column_type(&field.name));
+            let existing: Option<&FieldType> =
+                current.and_then(|schema| schema.column_type(&field.name));
             let wanted = match existing {
                 Some(existing_type) => widening_for(&field.value, existing_type),
                 None => infer_type(&field.value),

@@ -76,7 +76,12 @@ fn parse_event_time(value: &Value) -> Result<i64, IngestError> {
     match value {
         Value::Number(number) => number
             .as_i64()
-            .or_else(|| number.as_f64().filter(|f| f.is_finite()).map(|f| f.round() as i64))
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.round() as i64)
+            })
             .ok_or_else(|| IngestError::InvalidTime(value.to_string())),
         Value::String(text) => parse_timestamp_millis(text)
             .or_else(|| text.trim().parse::<i64>().ok())
@@ -130,10 +135,16 @@ mod tests {
         assert_eq!(from_server.collection, "pageview");
         let millis = prepare(input(json!({"_time": 1_000}), None), 5_000, &limits).expect("ok");
         assert_eq!(millis.time_ms, 1_000);
-        let iso = prepare(input(json!({"_time": "1970-01-01T00:00:01.5Z"}), None), 0, &limits).expect("ok");
+        let iso = prepare(
+            input(json!({"_time": "1970-01-01T00:00:01.5Z"}), None),
+            0,
+            &limits,
+        )
+        .expect("ok");
         assert_eq!(iso.time_ms, 1_500);
         // The client clock is 2 s behind the server's: shift the event by 2 s.
-        let skewed = prepare(input(json!({"_time": 1_000}), Some(3_000)), 5_000, &limits).expect("ok");
+        let skewed =
+            prepare(input(json!({"_time": 1_000}), Some(3_000)), 5_000, &limits).expect("ok");
         assert_eq!(skewed.time_ms, 3_000);
         assert!(prepare(input(json!({"_time": "soon"}), None), 0, &limits).is_err());
         assert!(prepare(input(json!({"_time": true}), None), 0, &limits).is_err());
@@ -142,15 +153,26 @@ mod tests {
     #[test]
     fn reserved_and_invalid_names_are_refused() {
         let limits = IngestLimits::default();
-        for bad in [json!({"_server_time": 1}), json!({"_unmapped": 1}), json!({"a;b": 1})] {
-            assert!(prepare(input(bad.clone(), None), 0, &limits).is_err(), "{bad}");
+        for bad in [
+            json!({"_server_time": 1}),
+            json!({"_unmapped": 1}),
+            json!({"a;b": 1}),
+        ] {
+            assert!(
+                prepare(input(bad.clone(), None), 0, &limits).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn clashing_names_keep_both_values() {
-        let prepared = prepare(input(json!({"pageUrl": "a", "page_url": "b"}), None), 0, &IngestLimits::default())
-            .expect("ok");
+        let prepared = prepare(
+            input(json!({"pageUrl": "a", "page_url": "b"}), None),
+            0,
+            &IngestLimits::default(),
+        )
+        .expect("ok");
         assert_eq!(prepared.fields.len(), 1);
         assert_eq!(prepared.unmapped.len(), 1);
     }

@@ -321,7 +321,10 @@ mod tests {
 
     #[test]
     fn widening_is_planned_without_converting() {
-        assert_eq!(widening_for(&json!(2.5), &FieldType::Long), Some(FieldType::Double));
+        assert_eq!(
+            widening_for(&json!(2.5), &FieldType::Long),
+            Some(FieldType::Double)
+        );
         assert_eq!(widening_for(&json!(2), &FieldType::Long), None);
         assert_eq!(widening_for(&json!(2.0), &FieldType::Long), None);
         assert_eq!(widening_for(&json!(2.5), &FieldType::Double), None);
@@ -341,14 +344,18 @@ mod tests {
 
     #[test]
     fn nested_objects_flatten_with_normalised_names() {
-        let properties = json!({"userInfo": {"firstName": "Ada", "address": {"zip": "01234"}}, "empty": {}});
+        let properties =
+            json!({"userInfo": {"firstName": "Ada", "address": {"zip": "01234"}}, "empty": {}});
         let Value::Object(map) = properties else {
             unreachable!()
         };
         let mut flat = flatten_properties(map).expect("valid names");
         flat.sort_by(|a, b| a.name.cmp(&b.name));
         let names: Vec<_> = flat.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["empty", "user_info_address_zip", "user_info_first_name"]);
+        assert_eq!(
+            names,
+            ["empty", "user_info_address_zip", "user_info_first_name"]
+        );
         assert_eq!(flat[1].original_name, "userInfo.address.zip");
         assert_eq!(flat[0].value, json!({}));
     }

@@ -11,9 +11,7 @@ mod naming;
 mod schema;
 mod time_parse;
 
-pub use coerce::{
-    coerce, flatten_properties, infer_type, widening_for, Fit, FlatProperty, Scalar,
-};
+pub use coerce::{coerce, flatten_properties, infer_type, widening_for, Fit, FlatProperty, Scalar};
 pub use error::ModelError;
 pub use field_type::FieldType;
 pub use naming::{normalize_collection_name, normalize_field_name, MAX_NAME_LENGTH};

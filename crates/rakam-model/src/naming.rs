@@ -36,9 +36,15 @@ pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
             }
             ' ' | '-' | '.' => '_',
             _ if decomposed.is_ascii() => {
-                return Err(invalid("only letters, digits, '_', '-', '.' and spaces are allowed"))
+                return Err(invalid(
+                    "only letters, digits, '_', '-', '.' and spaces are allowed",
+                ))
             }
-            _ => return Err(invalid("non-ASCII characters other than accents are not allowed")),
+            _ => {
+                return Err(invalid(
+                    "non-ASCII characters other than accents are not allowed",
+                ))
+            }
         };
         previous_was_lower = decomposed.is_ascii_lowercase() || decomposed.is_ascii_digit();
         normalized.push(mapped);

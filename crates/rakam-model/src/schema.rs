@@ -48,10 +48,12 @@ impl CollectionSchema {
 
     /// Whether [`Self::evolve`] would change anything.
     pub fn needs_evolution(&self, requested: &[Column]) -> bool {
-        requested.iter().any(|column| match self.column_type(&column.name) {
-            None => true,
-            Some(existing) => existing.widened_with(&column.field_type).is_some(),
-        })
+        requested
+            .iter()
+            .any(|column| match self.column_type(&column.name) {
+                None => true,
+                Some(existing) => existing.widened_with(&column.field_type).is_some(),
+            })
     }
 
     /// The evolution rule every catalog applies: add what is missing within
@@ -81,7 +83,11 @@ impl CollectionSchema {
         fields.push(Field::new(TIME_COLUMN, timestamp_type(), false));
         fields.push(Field::new(SERVER_TIME_COLUMN, timestamp_type(), false));
         for column in &self.columns {
-            fields.push(Field::new(&column.name, column.field_type.arrow_type(), true));
+            fields.push(Field::new(
+                &column.name,
+                column.field_type.arrow_type(),
+                true,
+            ));
         }
         fields.push(Field::new(UNMAPPED_COLUMN, DataType::Utf8, true));
         Arc::new(Schema::new(fields))
@@ -110,7 +116,11 @@ mod tests {
         assert!(!schema.needs_evolution(&[column("a", FieldType::Long)]));
         assert!(schema.needs_evolution(&[column("a", FieldType::Double)]));
         let refused = schema.evolve(
-            &[column("a", FieldType::Double), column("b", FieldType::Long), column("c", FieldType::Long)],
+            &[
+                column("a", FieldType::Double),
+                column("b", FieldType::Long),
+                column("c", FieldType::Long),
+            ],
             2,
         );
         assert_eq!(refused, ["c"]);

@@ -68,7 +68,10 @@ mod tests {
         let expected = Some(1_704_067_200_000);
         assert_eq!(parse_timestamp_millis("2024-01-01T00:00:00Z"), expected);
         assert_eq!(parse_timestamp_millis("2024-01-01T00:00:00.000Z"), expected);
-        assert_eq!(parse_timestamp_millis("2024-01-01T01:00:00+01:00"), expected);
+        assert_eq!(
+            parse_timestamp_millis("2024-01-01T01:00:00+01:00"),
+            expected
+        );
         assert_eq!(parse_timestamp_millis("2024-01-01 00:00:00"), expected);
         assert_eq!(parse_timestamp_millis("2024-01-01T00:00"), expected);
         assert_eq!(parse_timestamp_millis("2024-01-01"), expected);

@@ -23,12 +23,16 @@ fn common_type(left: &DataType, right: &DataType) -> DataType {
         return left.clone();
     }
     match (left, right) {
-        (DataType::Int64, DataType::Float64) | (DataType::Float64, DataType::Int64) => DataType::Float64,
+        (DataType::Int64, DataType::Float64) | (DataType::Float64, DataType::Int64) => {
+            DataType::Float64
+        }
         _ => DataType::Utf8,
     }
 }
 
-pub(crate) async fn all_collections_view(project: &ProjectSchema) -> Result<Arc<dyn TableProvider>> {
+pub(crate) async fn all_collections_view(
+    project: &ProjectSchema,
+) -> Result<Arc<dyn TableProvider>> {
     let mut providers = Vec::new();
     for name in project.collection_names() {
         if let Some(provider) = project.collection(name).await? {
@@ -86,7 +90,8 @@ pub(crate) async fn all_collections_view(project: &ProjectSchema) -> Result<Arc<
             fields.extend(ordered.iter().map(|(n, t)| Field::new(n, t.clone(), true)));
             LogicalPlanBuilder::empty(false)
                 .project(fields.iter().map(|f| {
-                    lit(ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)).alias(f.name())
+                    lit(ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null))
+                        .alias(f.name())
                 }))?
                 .build()?
         }

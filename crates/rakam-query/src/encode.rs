@@ -1,8 +1,6 @@
 //! Query results as Rakam's JSON rows, and as export files.
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Date32Array, StringArray};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef,
     TimeUnit, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -57,8 +55,11 @@ pub fn rows_as_json(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, QueryErr
             .iter()
             .map(|column| match column.data_type() {
                 DataType::Timestamp(unit, _) if *unit != TimeUnit::Millisecond => {
-                    datafusion::arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                        .map_err(|e| QueryError::Execution(e.to_string()))
+                    datafusion::arrow::compute::cast(
+                        column,
+                        &DataType::Timestamp(TimeUnit::Millisecond, None),
+                    )
+                    .map_err(|e| QueryError::Execution(e.to_string()))
                 }
                 _ => Ok(column.clone()),
             })
@@ -90,7 +91,12 @@ fn value_at(array: &ArrayRef, row: usize) -> Result<Value, QueryError> {
         return Ok(Value::Null);
     }
     Ok(match array.data_type() {
-        DataType::Boolean => Value::Bool(array.as_any().downcast_ref::<BooleanArray>().is_some_and(|a| a.value(row))),
+        DataType::Boolean => Value::Bool(
+            array
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .is_some_and(|a| a.value(row)),
+        ),
         DataType::Int8 => Value::from(array.as_primitive::<Int8Type>().value(row)),
         DataType::Int16 => Value::from(array.as_primitive::<Int16Type>().value(row)),
         DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(row)),
@@ -111,10 +117,16 @@ fn value_at(array: &ArrayRef, row: usize) -> Result<Value, QueryError> {
         DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
         DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
         DataType::Date32 => {
-            let days = array.as_any().downcast_ref::<Date32Array>().map_or(0, |a| a.value(row));
-            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-                .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(days))));
-            date.map_or(Value::from(days), |d| Value::String(d.format("%Y-%m-%d").to_string()))
+            let days = array
+                .as_any()
+                .downcast_ref::<Date32Array>()
+                .map_or(0, |a| a.value(row));
+            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|epoch| {
+                epoch.checked_add_signed(chrono::Duration::days(i64::from(days)))
+            });
+            date.map_or(Value::from(days), |d| {
+                Value::String(d.format("%Y-%m-%d").to_string())
+            })
         }
         DataType::Timestamp(TimeUnit::Millisecond, _) => format_timestamp(
             array
@@ -134,11 +146,19 @@ fn value_at(array: &ArrayRef, row: usize) -> Result<Value, QueryError> {
         }
         DataType::List(_) => {
             let list = array.as_list::<i32>().value(row);
-            Value::Array((0..list.len()).map(|i| value_at(&list, i)).collect::<Result<_, _>>()?)
+            Value::Array(
+                (0..list.len())
+                    .map(|i| value_at(&list, i))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         DataType::LargeList(_) => {
             let list = array.as_list::<i64>().value(row);
-            Value::Array((0..list.len()).map(|i| value_at(&list, i)).collect::<Result<_, _>>()?)
+            Value::Array(
+                (0..list.len())
+                    .map(|i| value_at(&list, i))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         DataType::Struct(fields) => {
             let structure = array.as_struct();
@@ -168,7 +188,9 @@ pub fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
         }
         for batch in batches {
-            writer.write(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+            writer
+                .write(batch)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
         }
     }
     Ok(out)
@@ -177,18 +199,26 @@ pub fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>
 pub fn encode_ndjson(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
     let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
     for batch in batches {
-        writer.write(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+        writer
+            .write(batch)
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
     }
-    writer.finish().map_err(|e| QueryError::Execution(e.to_string()))?;
+    writer
+        .finish()
+        .map_err(|e| QueryError::Execution(e.to_string()))?;
     Ok(writer.into_inner())
 }
 
 pub fn encode_json_objects(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
     let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
     for batch in batches {
-        writer.write(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+        writer
+            .write(batch)
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
     }
-    writer.finish().map_err(|e| QueryError::Execution(e.to_string()))?;
+    writer
+        .finish()
+        .map_err(|e| QueryError::Execution(e.to_string()))?;
     let mut bytes = writer.into_inner();
     if bytes.is_empty() {
         bytes.extend_from_slice(b"[]");
@@ -208,6 +238,9 @@ mod tests {
 
     #[test]
     fn timestamps_are_iso() {
-        assert_eq!(format_timestamp(1_704_067_200_123), Value::String("2024-01-01T00:00:00.123Z".into()));
+        assert_eq!(
+            format_timestamp(1_704_067_200_123),
+            Value::String("2024-01-01T00:00:00.123Z".into())
+        );
     }
 }

@@ -88,7 +88,12 @@ impl QueryEngine {
         Ok(context)
     }
 
-    async fn plan(&self, project: &ProjectInfo, sql: &str, limit: Option<u64>) -> Result<DataFrame, QueryError> {
+    async fn plan(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<DataFrame, QueryError> {
         let statement = check_statement(sql)?;
         let max = self.limits.max_limit;
         if let Some(requested) = limit.filter(|l| *l > max) {
@@ -130,11 +135,12 @@ impl QueryEngine {
             let batches = frame.collect().await.map_err(QueryError::from_datafusion)?;
             Ok::<_, QueryError>((schema, batches))
         };
-        let (schema, batches) = tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| QueryError::Timeout {
-                seconds: timeout.as_secs(),
-            })??;
+        let (schema, batches) =
+            tokio::time::timeout(timeout, run)
+                .await
+                .map_err(|_| QueryError::Timeout {
+                    seconds: timeout.as_secs(),
+                })??;
         Ok(QueryOutput {
             schema,
             batches,
@@ -143,7 +149,11 @@ impl QueryEngine {
     }
 
     /// The columns a statement would return, without running it.
-    pub async fn metadata(&self, project: &ProjectInfo, sql: &str) -> Result<SchemaRef, QueryError> {
+    pub async fn metadata(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+    ) -> Result<SchemaRef, QueryError> {
         let frame = self.plan(project, sql, None).await?;
         Ok(Arc::new(frame.schema().as_arrow().clone()))
     }

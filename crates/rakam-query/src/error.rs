@@ -50,8 +50,12 @@ impl QueryError {
         let message = clean_message(&error.to_string());
         let (line, column) = position_in_message(&message);
         match error.find_root() {
-            DataFusionError::ResourcesExhausted(_) | DataFusionError::External(_) | DataFusionError::IoError(_)
-            | DataFusionError::ObjectStore(_) | DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_)
+            DataFusionError::ResourcesExhausted(_)
+            | DataFusionError::External(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ObjectStore(_)
+            | DataFusionError::ArrowError(..)
+            | DataFusionError::ParquetError(_)
             | DataFusionError::Execution(_) => Self::Execution(message),
             _ => Self::Sql {
                 message,

@@ -30,7 +30,8 @@ pub fn check_statement(sql: &str) -> Result<GuardedStatement, QueryError> {
             column: None,
         });
     }
-    let statements = Parser::parse_sql(&GenericDialect {}, trimmed).map_err(|e| QueryError::from_parser(&e))?;
+    let statements =
+        Parser::parse_sql(&GenericDialect {}, trimmed).map_err(|e| QueryError::from_parser(&e))?;
     let [statement] = statements.as_slice() else {
         return Err(QueryError::Forbidden(format!(
             "exactly one statement is allowed, found {}",
@@ -77,7 +78,9 @@ fn check_query(query: &Query) -> Result<(), QueryError> {
         }
     }
     if !query.locks.is_empty() {
-        return Err(QueryError::Forbidden("locking clauses are not allowed".into()));
+        return Err(QueryError::Forbidden(
+            "locking clauses are not allowed".into(),
+        ));
     }
     Ok(())
 }
@@ -111,7 +114,12 @@ mod tests {
         ] {
             assert!(check_statement(sql).is_ok(), "{sql} refused");
         }
-        assert_eq!(check_statement("SELECT 1 LIMIT 10").ok().and_then(|s| s.limit), Some(10));
+        assert_eq!(
+            check_statement("SELECT 1 LIMIT 10")
+                .ok()
+                .and_then(|s| s.limit),
+            Some(10)
+        );
     }
 
     #[test]
@@ -131,6 +139,9 @@ mod tests {
         ] {
             assert!(check_statement(sql).is_err(), "{sql} accepted");
         }
-        assert!(matches!(check_statement("SELEC 1"), Err(QueryError::Sql { .. })));
+        assert!(matches!(
+            check_statement("SELEC 1"),
+            Err(QueryError::Sql { .. })
+        ));
     }
 }

@@ -52,7 +52,12 @@ impl ProjectSchema {
             return Ok(Some(cached.clone()));
         }
         let to_df = |e: rakam_store_api::StoreError| DataFusionError::External(Box::new(e));
-        let Some(schema) = self.catalog.schema(&self.project.name, name).await.map_err(to_df)? else {
+        let Some(schema) = self
+            .catalog
+            .schema(&self.project.name, name)
+            .await
+            .map_err(to_df)?
+        else {
             return Ok(None);
         };
         let provider = self
@@ -60,7 +65,9 @@ impl ProjectSchema {
             .table_provider(&self.project, name, schema.arrow_schema())
             .await
             .map_err(to_df)?;
-        self.snapshots.lock().insert(name.to_string(), provider.clone());
+        self.snapshots
+            .lock()
+            .insert(name.to_string(), provider.clone());
         Ok(Some(provider))
     }
 }

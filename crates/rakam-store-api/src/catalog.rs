@@ -42,8 +42,11 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn authenticate(&self, key: &str) -> Result<Option<(ProjectInfo, KeyKind)>>;
     /// The project's collections, in name order.
     async fn collections(&self, project: &str) -> Result<Vec<String>>;
-    async fn schema(&self, project: &str, collection: &str)
-        -> Result<Option<Arc<CollectionSchema>>>;
+    async fn schema(
+        &self,
+        project: &str,
+        collection: &str,
+    ) -> Result<Option<Arc<CollectionSchema>>>;
     /// Adds the missing columns and applies lossless widenings (see
     /// `FieldType::widened_with`). Existing columns of another type are left
     /// as they are; the caller keeps such values in `_unmapped`. Concurrent

@@ -22,8 +22,11 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Appends one request's rows, for any number of collections, as one
     /// durable unit. Every batch is in its collection's current Arrow schema
     /// (or a subset of its columns).
-    async fn append(&self, project: &ProjectInfo, batches: Vec<(String, RecordBatch)>)
-        -> Result<()>;
+    async fn append(
+        &self,
+        project: &ProjectInfo,
+        batches: Vec<(String, RecordBatch)>,
+    ) -> Result<()>;
 
     /// Every acknowledged row of the collection, read as `schema` (the
     /// catalog's current schema: older data is cast, missing columns are null).

@@ -164,7 +164,11 @@ impl Catalog for FileCatalog {
     }
 
     async fn project(&self, name: &str) -> Result<Option<ProjectInfo>> {
-        Ok(self.snapshot().projects.get(name).map(|entry| entry.info(name)))
+        Ok(self
+            .snapshot()
+            .projects
+            .get(name)
+            .map(|entry| entry.info(name)))
     }
 
     async fn delete_project(&self, name: &str) -> Result<()> {

@@ -35,7 +35,10 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StoreError> {
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
-        .map_err(StoreError::io(format!("syncing directory {}", dir.display())))
+        .map_err(StoreError::io(format!(
+            "syncing directory {}",
+            dir.display()
+        )))
 }
 
 pub(crate) fn create_dir_all_synced(dir: &Path) -> Result<(), StoreError> {

@@ -103,7 +103,8 @@ pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
         let (_, path) = &pair[0];
         let (next_first, _) = pair[1];
         if next_first.saturating_sub(1) <= safe {
-            std::fs::remove_file(path).map_err(StoreError::io(format!("removing {}", path.display())))?;
+            std::fs::remove_file(path)
+                .map_err(StoreError::io(format!("removing {}", path.display())))?;
         }
     }
     Ok(())

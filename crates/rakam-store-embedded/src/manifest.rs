@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn commit_and_load_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(Manifest::load(dir.path()).expect("empty"), Manifest::default());
+        assert_eq!(
+            Manifest::load(dir.path()).expect("empty"),
+            Manifest::default()
+        );
         let manifest = Manifest {
             version: 3,
             flushed_sequence: 42,

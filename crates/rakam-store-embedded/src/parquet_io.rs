@@ -67,7 +67,10 @@ pub(crate) fn write_data_file(
 }
 
 /// Every row of a file, read as `schema`.
-pub(crate) fn read_data_file(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>, StoreError> {
+pub(crate) fn read_data_file(
+    path: &Path,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, StoreError> {
     let file = File::open(path).map_err(StoreError::io(format!("reading {}", path.display())))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|builder| builder.with_batch_size(64 * 1024).build())

@@ -19,7 +19,10 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-pub(crate) fn encode(project_id: &str, batches: &[(String, RecordBatch)]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(
+    project_id: &str,
+    batches: &[(String, RecordBatch)],
+) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
     put_bytes(&mut out, project_id.as_bytes());
     out.extend_from_slice(&(batches.len() as u32).to_le_bytes());

@@ -68,11 +68,12 @@ impl CollectionProvider {
             .filter(|group| !group.is_empty())
             .map(FileGroup::new)
             .collect();
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-            .with_file_groups(file_groups)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(file_groups)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
         Ok(DataSourceExec::from_data_source(config))
     }
 }
@@ -108,7 +109,7 @@ impl TableProvider for CollectionProvider {
         }
         if !self.tail.is_empty() {
             let memory = MemorySourceConfig::try_new(
-                &[self.tail.clone()],
+                std::slice::from_ref(&self.tail),
                 self.schema.clone(),
                 projection.cloned(),
             )?

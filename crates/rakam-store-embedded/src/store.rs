@@ -222,7 +222,11 @@ impl EmbeddedStore {
         Ok(table)
     }
 
-    pub(crate) fn existing_table(&self, project_id: &str, collection: &str) -> Option<Arc<CollectionTable>> {
+    pub(crate) fn existing_table(
+        &self,
+        project_id: &str,
+        collection: &str,
+    ) -> Option<Arc<CollectionTable>> {
         self.tables
             .read()
             .get(&(project_id.to_string(), collection.to_string()))
@@ -237,7 +241,11 @@ impl EmbeddedStore {
     }
 
     /// Flushes one table's durable tail. Used by `flush` and the background task.
-    pub(crate) async fn flush_table(&self, key: &TableKey, table: Arc<CollectionTable>) -> Result<usize> {
+    pub(crate) async fn flush_table(
+        &self,
+        key: &TableKey,
+        table: Arc<CollectionTable>,
+    ) -> Result<usize> {
         let Some(schema) = self.current_schema(key).await else {
             return Ok(0);
         };
@@ -252,7 +260,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl EventStore for EmbeddedStore {
-    async fn append(&self, project: &ProjectInfo, batches: Vec<(String, RecordBatch)>) -> Result<()> {
+    async fn append(
+        &self,
+        project: &ProjectInfo,
+        batches: Vec<(String, RecordBatch)>,
+    ) -> Result<()> {
         if batches.is_empty() {
             return Ok(());
         }
@@ -317,7 +329,9 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn delete_project(&self, project: &ProjectInfo) -> Result<()> {
-        self.tables.write().retain(|(project_id, _), _| *project_id != project.id);
+        self.tables
+            .write()
+            .retain(|(project_id, _), _| *project_id != project.id);
         let dir = self.options.data_dir.join("tables").join(&project.id);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
@@ -327,7 +341,12 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<()> {
-        let tables: Vec<_> = self.tables.read().iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+        let tables: Vec<_> = self
+            .tables
+            .read()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
         for (key, table) in tables {
             self.flush_table(&key, table).await?;
         }

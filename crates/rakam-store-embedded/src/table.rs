@@ -35,7 +35,9 @@ pub(crate) struct CollectionTable {
 
 impl std::fmt::Debug for CollectionTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollectionTable").field("dir", &self.dir).finish()
+        f.debug_struct("CollectionTable")
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -71,7 +73,10 @@ impl CollectionTable {
     /// Sequences must arrive in increasing order (the store's append lock).
     pub(crate) fn push(&self, sequence: u64, batch: RecordBatch) {
         let mut state = self.state.lock();
-        debug_assert!(state.tail.last().is_none_or(|last| last.sequence <= sequence));
+        debug_assert!(state
+            .tail
+            .last()
+            .is_none_or(|last| last.sequence <= sequence));
         state.tail.push(TailEntry {
             sequence,
             batch,
@@ -81,7 +86,10 @@ impl CollectionTable {
 
     /// Drops the rows of a record whose WAL write failed.
     pub(crate) fn discard(&self, sequence: u64) {
-        self.state.lock().tail.retain(|entry| entry.sequence != sequence);
+        self.state
+            .lock()
+            .tail
+            .retain(|entry| entry.sequence != sequence);
     }
 
     pub(crate) fn snapshot(&self, durable_sequence: u64) -> TableSnapshot {
@@ -196,7 +204,10 @@ impl CollectionTable {
         manifest.files.push(merged);
         manifest.commit(&self.dir)?;
         state.manifest = manifest;
-        Ok(inputs.iter().map(|input| self.dir.join(&input.name)).collect())
+        Ok(inputs
+            .iter()
+            .map(|input| self.dir.join(&input.name))
+            .collect())
     }
 
     /// Removes files a crash left behind: temporaries and files that no
@@ -215,7 +226,8 @@ impl CollectionTable {
 }
 
 fn remove_files_not_in(dir: &Path, live: &[String]) -> Result<(), StoreError> {
-    let entries = std::fs::read_dir(dir).map_err(StoreError::io(format!("listing {}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(StoreError::io(format!("listing {}", dir.display())))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let is_data = name.ends_with(".parquet") || name.ends_with(".tmp");

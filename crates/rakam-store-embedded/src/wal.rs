@@ -39,11 +39,15 @@ pub(crate) fn segment_path(dir: &Path, first_sequence: u64) -> PathBuf {
 /// Segment files in sequence order, with the first sequence each may hold.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut segments = Vec::new();
-    let entries = fs::read_dir(dir).map_err(StoreError::io(format!("listing {}", dir.display())))?;
+    let entries =
+        fs::read_dir(dir).map_err(StoreError::io(format!("listing {}", dir.display())))?;
     for entry in entries {
         let entry = entry.map_err(StoreError::io("listing the wal"))?;
         let file_name = entry.file_name();
-        let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+        let Some(stem) = file_name
+            .to_str()
+            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+        else {
             continue;
         };
         if let Ok(first_sequence) = stem.parse::<u64>() {
@@ -151,7 +155,10 @@ pub(crate) struct WalWriter {
 impl std::fmt::Debug for WalWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WalWriter")
-            .field("durable_sequence", &self.durable_sequence.load(Ordering::Acquire))
+            .field(
+                "durable_sequence",
+                &self.durable_sequence.load(Ordering::Acquire),
+            )
             .finish()
     }
 }
@@ -276,7 +283,8 @@ impl GroupCommitter {
             let last_sequence = group.last().map_or(0, |request| request.sequence);
             let outcome = self.write(&buffer);
             if outcome.is_ok() {
-                self.durable_sequence.store(last_sequence, Ordering::Release);
+                self.durable_sequence
+                    .store(last_sequence, Ordering::Release);
             }
             for request in group {
                 let _ = request.done.send(outcome.clone());
@@ -293,10 +301,14 @@ impl GroupCommitter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let result = self.segment.file.write_all(bytes).and_then(|()| match self.durability {
-            Durability::Fsync => self.segment.file.sync_data(),
-            Durability::Os => Ok(()),
-        });
+        let result = self
+            .segment
+            .file
+            .write_all(bytes)
+            .and_then(|()| match self.durability {
+                Durability::Fsync => self.segment.file.sync_data(),
+                Durability::Os => Ok(()),
+            });
         match result {
             Ok(()) => {
                 self.segment.length += bytes.len() as u64;
@@ -312,7 +324,10 @@ impl GroupCommitter {
     }
 
     fn rotate(&mut self, next_sequence: u64) -> Result<(), StoreError> {
-        self.segment.file.sync_all().map_err(StoreError::io("closing wal segment"))?;
+        self.segment
+            .file
+            .sync_all()
+            .map_err(StoreError::io("closing wal segment"))?;
         self.segment = Segment::create(&self.dir, next_sequence)?;
         Ok(())
     }
@@ -365,8 +380,8 @@ mod tests {
     #[tokio::test]
     async fn corrupt_bytes_end_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let writer = WalWriter::start(dir.path().to_path_buf(), 7, Durability::Os, 1 << 30)
-            .expect("start");
+        let writer =
+            WalWriter::start(dir.path().to_path_buf(), 7, Durability::Os, 1 << 30).expect("start");
         for sequence in 7..10_u64 {
             writer
                 .submit(sequence, b"payload".to_vec())
@@ -393,8 +408,8 @@ mod tests {
     #[tokio::test]
     async fn segments_rotate_by_size() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let writer = WalWriter::start(dir.path().to_path_buf(), 1, Durability::Os, 100)
-            .expect("start");
+        let writer =
+            WalWriter::start(dir.path().to_path_buf(), 1, Durability::Os, 100).expect("start");
         for sequence in 1..=5_u64 {
             writer
                 .submit(sequence, vec![0; 90])

@@ -56,7 +56,10 @@ pub enum ProjectAction {
     },
 }
 
-pub fn effective_config(config_file: Option<&std::path::Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+pub fn effective_config(
+    config_file: Option<&std::path::Path>,
+    overrides: &Overrides,
+) -> anyhow::Result<Config> {
     let mut config = Config::load(config_file, std::env::vars())?;
     if let Some(listen) = &overrides.listen {
         config.server.listen = listen.clone();

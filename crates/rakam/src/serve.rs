@@ -12,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init_logging() {
     let filter = EnvFilter::try_from_env("RAKAM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn embedded_options(config: &Config) -> EmbeddedOptions {
@@ -32,10 +35,17 @@ fn embedded_options(config: &Config) -> EmbeddedOptions {
     options
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<(Arc<FileCatalog>, Arc<rakam_store_embedded::EmbeddedStore>)> {
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<FileCatalog>, Arc<rakam_store_embedded::EmbeddedStore>)> {
     rakam_store_embedded::open(embedded_options(config))
         .await
-        .with_context(|| format!("opening the embedded store in {}", config.storage.data_dir.display()))
+        .with_context(|| {
+            format!(
+                "opening the embedded store in {}",
+                config.storage.data_dir.display()
+            )
+        })
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {

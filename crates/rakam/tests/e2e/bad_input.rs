@@ -4,7 +4,8 @@ use crate::server::TestServer;
 
 fn assert_error(response: &crate::server::Response, status: u16, what: &str) {
     assert_eq!(response.status, status, "{what}: {}", response.body);
-    let body: Value = serde_json::from_str(&response.body).unwrap_or_else(|_| panic!("{what}: not JSON: {}", response.body));
+    let body: Value = serde_json::from_str(&response.body)
+        .unwrap_or_else(|_| panic!("{what}: not JSON: {}", response.body));
     assert!(body["error"].is_string(), "{what}: {body}");
     assert!(body["error_code"].is_number(), "{what}: {body}");
 }
@@ -15,39 +16,100 @@ fn bad_requests_get_clear_errors_and_harm_nothing() {
     let keys = server.create_project("victim");
     assert_eq!(server.collect(&keys, "e", json!({"n": 1})).status, 200);
 
-    let raw = |path: &str, headers: &[(&str, &str)], body: &[u8]| server.request("POST", path, headers, Some(body));
-    assert_error(&raw("/event/collect", &[], b"{not json"), 400, "malformed json");
+    let raw = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        server.request("POST", path, headers, Some(body))
+    };
+    assert_error(
+        &raw("/event/collect", &[], b"{not json"),
+        400,
+        "malformed json",
+    );
     assert_error(&raw("/event/collect", &[], b"[1,2]"), 400, "not an object");
     let wrong_types = json!({"collection": 5, "api": {"api_key": keys.write}, "properties": {}});
-    assert_error(&server.post("/event/collect", &[], &wrong_types), 400, "collection is a number");
-    let no_properties = json!({"collection": "e", "api": {"api_key": keys.write}, "properties": "x"});
-    assert_error(&server.post("/event/collect", &[], &no_properties), 400, "properties is a string");
+    assert_error(
+        &server.post("/event/collect", &[], &wrong_types),
+        400,
+        "collection is a number",
+    );
+    let no_properties =
+        json!({"collection": "e", "api": {"api_key": keys.write}, "properties": "x"});
+    assert_error(
+        &server.post("/event/collect", &[], &no_properties),
+        400,
+        "properties is a string",
+    );
     let no_key = json!({"collection": "e", "properties": {}});
-    assert_error(&server.post("/event/collect", &[], &no_key), 403, "missing key");
+    assert_error(
+        &server.post("/event/collect", &[], &no_key),
+        403,
+        "missing key",
+    );
     let wrong_key = json!({"collection": "e", "api": {"api_key": "nope"}, "properties": {}});
-    assert_error(&server.post("/event/collect", &[], &wrong_key), 403, "wrong key");
-    let bad_name = json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"bad;name": 1}});
+    assert_error(
+        &server.post("/event/collect", &[], &wrong_key),
+        403,
+        "wrong key",
+    );
+    let bad_name =
+        json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"bad;name": 1}});
     let response = server.post("/event/collect", &[], &bad_name);
     assert_error(&response, 400, "invalid field name");
     assert!(response.body.contains("bad;name"), "{}", response.body);
     let bad_time = json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"_time": "someday"}});
-    assert_error(&server.post("/event/collect", &[], &bad_time), 400, "bad time");
-    let reserved = json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"_server_time": 1}});
-    assert_error(&server.post("/event/collect", &[], &reserved), 400, "reserved name");
-    assert_error(&server.post("/query/execute", &[], &json!({"query": "SELECT 1"})), 403, "query without key");
-    assert_error(&server.post("/query/execute", &[("read_key", &keys.read)], &json!({})), 400, "no query");
     assert_error(
-        &raw("/event/batch", &[("content-type", "application/json"), ("content-encoding", "gzip")], b"\x1f\x8b\x08\x00garbage"),
+        &server.post("/event/collect", &[], &bad_time),
+        400,
+        "bad time",
+    );
+    let reserved = json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"_server_time": 1}});
+    assert_error(
+        &server.post("/event/collect", &[], &reserved),
+        400,
+        "reserved name",
+    );
+    assert_error(
+        &server.post("/query/execute", &[], &json!({"query": "SELECT 1"})),
+        403,
+        "query without key",
+    );
+    assert_error(
+        &server.post("/query/execute", &[("read_key", &keys.read)], &json!({})),
+        400,
+        "no query",
+    );
+    assert_error(
+        &raw(
+            "/event/batch",
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            b"\x1f\x8b\x08\x00garbage",
+        ),
         400,
         "corrupt gzip",
     );
     assert_error(
-        &raw("/event/bulk", &[("content-type", "application/xml"), ("write_key", &keys.write)], b"<a/>"),
+        &raw(
+            "/event/bulk",
+            &[
+                ("content-type", "application/xml"),
+                ("write_key", &keys.write),
+            ],
+            b"<a/>",
+        ),
         415,
         "unknown content type",
     );
     let bad_line = b"{\"n\": 1}\n{\"n\": oops}\n";
-    let response = raw("/event/bulk?collection=e", &[("content-type", "application/x-ndjson"), ("write_key", &keys.write)], bad_line);
+    let response = raw(
+        "/event/bulk?collection=e",
+        &[
+            ("content-type", "application/x-ndjson"),
+            ("write_key", &keys.write),
+        ],
+        bad_line,
+    );
     assert_error(&response, 400, "bad ndjson line");
     assert!(response.body.contains("line 2"), "{}", response.body);
     assert_error(&server.get("/no/such/endpoint"), 400, "unknown endpoint");
@@ -59,14 +121,30 @@ fn bad_requests_get_clear_errors_and_harm_nothing() {
 
 #[test]
 fn limits_are_enforced_with_named_errors() {
-    let server = TestServer::start_with_env(&[], &[("RAKAM_LIMITS__MAX_REQUEST_BYTES", "100000"), ("RAKAM_LIMITS__MAX_STRING_BYTES", "10000")]);
+    let server = TestServer::start_with_env(
+        &[],
+        &[
+            ("RAKAM_LIMITS__MAX_REQUEST_BYTES", "100000"),
+            ("RAKAM_LIMITS__MAX_STRING_BYTES", "10000"),
+        ],
+    );
     let keys = server.create_project("limits");
     let large = "x".repeat(50_000);
-    let event = json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"blob": large}});
+    let event =
+        json!({"collection": "e", "api": {"api_key": keys.write}, "properties": {"blob": large}});
     let response = server.post("/event/collect", &[], &event);
     assert_error(&response, 400, "string over the limit");
-    assert!(response.body.contains("limits.max_string_bytes"), "{}", response.body);
-    assert_eq!(server.collect(&keys, "e", json!({"blob": "x".repeat(10_000)})).status, 200);
+    assert!(
+        response.body.contains("limits.max_string_bytes"),
+        "{}",
+        response.body
+    );
+    assert_eq!(
+        server
+            .collect(&keys, "e", json!({"blob": "x".repeat(10_000)}))
+            .status,
+        200
+    );
     // The server answers from the declared length, before the body arrives.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     let head = "POST /event/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 150000\r\nConnection: close\r\n\r\n";
@@ -85,6 +163,14 @@ fn metrics_are_exported() {
     assert_eq!(server.collect(&keys, "e", json!({})).status, 200);
     let metrics = server.get("/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.body.contains("rakam_http_requests_total"), "{}", metrics.body);
-    assert!(metrics.body.contains("rakam_events_ingested_total"), "{}", metrics.body);
+    assert!(
+        metrics.body.contains("rakam_http_requests_total"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("rakam_events_ingested_total"),
+        "{}",
+        metrics.body
+    );
 }

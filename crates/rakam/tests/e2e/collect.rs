@@ -4,14 +4,27 @@ use serde_json::{json, Value};
 
 use crate::server::TestServer;
 
-fn field_types(server: &TestServer, keys: &crate::server::Keys, collection: &str) -> Vec<(String, String)> {
-    let response = server.post("/project/schema", &[("read_key", &keys.read)], &json!({"names": [collection]}));
+fn field_types(
+    server: &TestServer,
+    keys: &crate::server::Keys,
+    collection: &str,
+) -> Vec<(String, String)> {
+    let response = server.post(
+        "/project/schema",
+        &[("read_key", &keys.read)],
+        &json!({"names": [collection]}),
+    );
     assert_eq!(response.status, 200, "{}", response.body);
     response.json()[0]["fields"]
         .as_array()
         .expect("fields")
         .iter()
-        .map(|f| (f["name"].as_str().unwrap_or("").to_string(), f["type"].as_str().unwrap_or("").to_string()))
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or("").to_string(),
+                f["type"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -59,17 +72,35 @@ fn collect_evolve_and_query() {
     }
 
     // A fraction widens the LONG column; old rows are read as DOUBLE.
-    assert_eq!(server.collect(&keys, "pageview", json!({"price": 10.5, "_user": "u2"})).status, 200);
+    assert_eq!(
+        server
+            .collect(&keys, "pageview", json!({"price": 10.5, "_user": "u2"}))
+            .status,
+        200
+    );
     assert!(field_types(&server, &keys, "pageview").contains(&("price".into(), "DOUBLE".into())));
     let rows = server.query(&keys, "SELECT sum(price), count(*) FROM pageview");
     assert_eq!(rows[0], vec![json!(20.5), json!(2)]);
 
     // A value that fits no column is kept aside, never zeroed.
-    assert_eq!(server.collect(&keys, "pageview", json!({"price": "cheap", "premium": "yes"})).status, 200);
-    let rows = server.query(&keys, "SELECT price, premium, _unmapped FROM pageview WHERE _unmapped IS NOT NULL");
+    assert_eq!(
+        server
+            .collect(
+                &keys,
+                "pageview",
+                json!({"price": "cheap", "premium": "yes"})
+            )
+            .status,
+        200
+    );
+    let rows = server.query(
+        &keys,
+        "SELECT price, premium, _unmapped FROM pageview WHERE _unmapped IS NOT NULL",
+    );
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][0], Value::Null);
-    let unmapped: Value = serde_json::from_str(rows[0][2].as_str().expect("json text")).expect("json");
+    let unmapped: Value =
+        serde_json::from_str(rows[0][2].as_str().expect("json text")).expect("json");
     assert_eq!(unmapped, json!({"price": "cheap", "premium": "yes"}));
     let schema = server.post("/project/schema", &[("read_key", &keys.read)], &json!({}));
     assert_eq!(schema.json()[0]["unmapped_rows"], json!(1));
@@ -80,11 +111,24 @@ fn collect_evolve_and_query() {
         &keys,
         "SELECT user_info_first_name, tags[1], visited_on, _time FROM pageview WHERE _user = 'u1'",
     );
-    assert_eq!(rows[0], vec![json!("Ada"), json!("a"), json!("2024-01-02"), json!("2024-01-02T10:00:00.000Z")]);
+    assert_eq!(
+        rows[0],
+        vec![
+            json!("Ada"),
+            json!("a"),
+            json!("2024-01-02"),
+            json!("2024-01-02T10:00:00.000Z")
+        ]
+    );
 
     // Long strings are stored whole.
     let long_text = "x".repeat(5_000);
-    assert_eq!(server.collect(&keys, "pageview", json!({"page_url": long_text})).status, 200);
+    assert_eq!(
+        server
+            .collect(&keys, "pageview", json!({"page_url": long_text}))
+            .status,
+        200
+    );
     let rows = server.query(&keys, "SELECT max(length(page_url)) FROM pageview");
     assert_eq!(rows[0][0], json!(5000));
 }
@@ -103,8 +147,18 @@ fn a_new_field_is_a_column_for_every_event_of_the_request() {
     });
     let response = server.post("/event/batch", &[], &batch);
     assert_eq!(response.status, 200, "{}", response.body);
-    let rows = server.query(&keys, "SELECT plan, seats FROM signup ORDER BY seats NULLS FIRST");
-    assert_eq!(rows, vec![vec![json!("free"), Value::Null], vec![json!(null), json!(2.5)], vec![json!("pro"), json!(3.0)]]);
+    let rows = server.query(
+        &keys,
+        "SELECT plan, seats FROM signup ORDER BY seats NULLS FIRST",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!("free"), Value::Null],
+            vec![json!(null), json!(2.5)],
+            vec![json!("pro"), json!(3.0)]
+        ]
+    );
 }
 
 #[test]
@@ -126,7 +180,10 @@ fn concurrent_requests_agree_on_one_column() {
         assert_eq!(handle.join().expect("thread"), 200);
     }
     let total = server.count(&keys, "SELECT count(*) FROM c");
-    let kept = server.count(&keys, "SELECT count(*) FROM c WHERE contested IS NOT NULL OR _unmapped IS NOT NULL");
+    let kept = server.count(
+        &keys,
+        "SELECT count(*) FROM c WHERE contested IS NOT NULL OR _unmapped IS NOT NULL",
+    );
     assert_eq!((total, kept), (8, 8));
 }
 
@@ -153,17 +210,22 @@ fn batch_partial_failure_is_409_with_the_failed_indexes() {
 fn bulk_ndjson_csv_and_gzip() {
     let server = TestServer::start();
     let keys = server.create_project("bulk");
-    let ndjson = "{\"collection\":\"view\",\"properties\":{\"_time\":1704067200000,\"n\":1}}\n{\"n\":2}\n";
+    let ndjson =
+        "{\"collection\":\"view\",\"properties\":{\"_time\":1704067200000,\"n\":1}}\n{\"n\":2}\n";
     let response = server.request(
         "POST",
         "/event/bulk?collection=view",
-        &[("content-type", "Application/X-NDJSON; charset=utf-8"), ("write_key", &keys.write)],
+        &[
+            ("content-type", "Application/X-NDJSON; charset=utf-8"),
+            ("write_key", &keys.write),
+        ],
         Some(ndjson.as_bytes()),
     );
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(server.count(&keys, "SELECT sum(n) FROM view"), 3);
 
-    let csv = "_time,city,visits\n2024-01-01T00:00:00Z,Paris,3\n2024-01-02T00:00:00Z,\"Rome, IT\",4\n";
+    let csv =
+        "_time,city,visits\n2024-01-01T00:00:00Z,Paris,3\n2024-01-02T00:00:00Z,\"Rome, IT\",4\n";
     let response = server.request(
         "POST",
         "/event/bulk?collection=visit&use_header=true",
@@ -180,16 +242,28 @@ fn bulk_ndjson_csv_and_gzip() {
     );
     assert_eq!(response.status, 200, "{}", response.body);
     let rows = server.query(&keys, "SELECT city, visits FROM visit ORDER BY _time");
-    assert_eq!(rows, vec![vec![json!("Paris"), json!("3")], vec![json!("Rome, IT"), json!("4")], vec![json!("Oslo"), json!("5")]]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!("Paris"), json!("3")],
+            vec![json!("Rome, IT"), json!("4")],
+            vec![json!("Oslo"), json!("5")]
+        ]
+    );
 
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let batch = json!({"api": {"api_key": keys.write}, "events": [{"collection": "zipped", "properties": {"ok": true}}]});
-    encoder.write_all(batch.to_string().as_bytes()).expect("gzip");
+    encoder
+        .write_all(batch.to_string().as_bytes())
+        .expect("gzip");
     let compressed = encoder.finish().expect("gzip");
     let response = server.request(
         "POST",
         "/event/batch",
-        &[("content-type", "application/json"), ("content-encoding", "gzip")],
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
         Some(&compressed),
     );
     assert_eq!(response.status, 200, "{}", response.body);
@@ -200,12 +274,18 @@ fn bulk_ndjson_csv_and_gzip() {
 fn pixel_and_cors() {
     let server = TestServer::start();
     let keys = server.create_project("pixel");
-    let path = format!("/event/pixel?collection=open&api.api_key={}&prop.email_id=42&prop._time=1704067200000", keys.write);
+    let path = format!(
+        "/event/pixel?collection=open&api.api_key={}&prop.email_id=42&prop._time=1704067200000",
+        keys.write
+    );
     let response = server.get(&path);
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.content_type, "image/gif");
     let rows = server.query(&keys, "SELECT email_id, _time FROM open");
-    assert_eq!(rows[0], vec![json!("42"), json!("2024-01-01T00:00:00.000Z")]);
+    assert_eq!(
+        rows[0],
+        vec![json!("42"), json!("2024-01-01T00:00:00.000Z")]
+    );
 
     let preflight = server.request(
         "OPTIONS",
@@ -221,8 +301,15 @@ fn pixel_and_cors() {
     let simple = server.request(
         "POST",
         "/event/collect",
-        &[("origin", "https://shop.example"), ("content-type", "text/plain")],
-        Some(json!({"collection": "c", "api": {"api_key": keys.write}, "properties": {}}).to_string().as_bytes()),
+        &[
+            ("origin", "https://shop.example"),
+            ("content-type", "text/plain"),
+        ],
+        Some(
+            json!({"collection": "c", "api": {"api_key": keys.write}, "properties": {}})
+                .to_string()
+                .as_bytes(),
+        ),
     );
     assert_eq!(simple.status, 200, "{}", simple.body);
 }
@@ -249,6 +336,12 @@ fn clock_skew_and_server_time() {
     );
     let event_time = rows[0][0].as_i64().expect("time");
     let server_time = rows[0][1].as_i64().expect("server time");
-    assert!((server_time - now).abs() < 60_000, "server time {server_time} vs {now}");
-    assert!((event_time - (server_time - 1000)).abs() < 5_000, "{event_time} vs {server_time}");
+    assert!(
+        (server_time - now).abs() < 60_000,
+        "server time {server_time} vs {now}"
+    );
+    assert!(
+        (event_time - (server_time - 1000)).abs() < 5_000,
+        "{event_time} vs {server_time}"
+    );
 }

@@ -23,7 +23,10 @@ fn data_survives_graceful_and_hard_restarts() {
     server.crash_and_restart();
     assert_eq!(server.count(&keys, "SELECT count(*) FROM e"), 15);
     assert_eq!(server.count(&keys, "SELECT count(DISTINCT n) FROM e"), 15);
-    assert_eq!(server.count(&keys, "SELECT sum(n) FROM e"), (0..15).sum::<i64>());
+    assert_eq!(
+        server.count(&keys, "SELECT sum(n) FROM e"),
+        (0..15).sum::<i64>()
+    );
 }
 
 /// Writers send batches with unique ids while the server is killed with
@@ -70,18 +73,32 @@ fn kill_9_during_ingest_loses_and_doubles_nothing() {
             writer.join().expect("writer");
         }
         server.crash_and_restart();
-        let acknowledged: HashSet<u64> = acknowledged.lock().expect("lock").iter().copied().collect();
-        assert!(!acknowledged.is_empty(), "round {round}: nothing was acknowledged before the kill");
+        let acknowledged: HashSet<u64> =
+            acknowledged.lock().expect("lock").iter().copied().collect();
+        assert!(
+            !acknowledged.is_empty(),
+            "round {round}: nothing was acknowledged before the kill"
+        );
         let sql = format!(
             "SELECT id FROM \"order\" WHERE id >= {} AND id < {}",
             round * 1_000_000,
             (round + 1) * 1_000_000
         );
         let rows = server.query_with_limit(&keys, &sql, 1_000_000);
-        let stored: Vec<u64> = rows.iter().map(|row| row[0].as_u64().expect("id")).collect();
+        let stored: Vec<u64> = rows
+            .iter()
+            .map(|row| row[0].as_u64().expect("id"))
+            .collect();
         let unique: HashSet<u64> = stored.iter().copied().collect();
-        assert_eq!(unique.len(), stored.len(), "round {round}: some events are stored twice");
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "round {round}: some events are stored twice"
+        );
         let missing: Vec<_> = acknowledged.difference(&unique).take(5).collect();
-        assert!(missing.is_empty(), "round {round}: acknowledged events lost, e.g. {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "round {round}: acknowledged events lost, e.g. {missing:?}"
+        );
     }
 }

@@ -27,11 +27,18 @@ fn execute_returns_rakam_shape_and_all_unions_collections() {
     );
     assert_eq!(response.status, 200, "{}", response.body);
     let body = response.json();
-    assert_eq!(body["metadata"][0], json!({"name": "_collection", "type": "STRING", "descriptiveName": "Collection"}));
+    assert_eq!(
+        body["metadata"][0],
+        json!({"name": "_collection", "type": "STRING", "descriptiveName": "Collection"})
+    );
     assert_eq!(body["metadata"][3]["type"], json!("DOUBLE"));
     assert_eq!(
         body["result"],
-        json!([["pageview", "a", "/x", null], ["pageview", "b", "/y", null], ["purchase", "a", null, 9.5]])
+        json!([
+            ["pageview", "a", "/x", null],
+            ["pageview", "b", "/y", null],
+            ["purchase", "a", null, 9.5]
+        ])
     );
     assert!(body["properties"]["executionTimeInMillis"].is_number());
     let qualified = server.query(&keys, "SELECT count(*) FROM collection.pageview");
@@ -41,27 +48,50 @@ fn execute_returns_rakam_shape_and_all_unions_collections() {
 #[test]
 fn limits_apply_by_default_and_on_request() {
     let (server, keys) = seeded();
-    let limited = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": "SELECT * FROM _all", "limit": 1}));
+    let limited = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT * FROM _all", "limit": 1}),
+    );
     assert_eq!(limited.json()["result"].as_array().map(Vec::len), Some(1));
-    let over = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": "SELECT 1", "limit": 2_000_000}));
+    let over = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT 1", "limit": 2_000_000}),
+    );
     assert_eq!(over.status, 400, "{}", over.body);
     assert_eq!(over.json()["error_code"], json!(4004));
-    let sql_over = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": "SELECT 1 LIMIT 5000000"}));
+    let sql_over = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT 1 LIMIT 5000000"}),
+    );
     assert_eq!(sql_over.status, 400);
 }
 
 #[test]
 fn sql_errors_carry_message_and_position() {
     let (server, keys) = seeded();
-    let response = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": "SELECT url\nFROM pageview WHER x"}));
+    let response = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT url\nFROM pageview WHER x"}),
+    );
     assert_eq!(response.status, 400, "{}", response.body);
     let body = response.json();
     assert_eq!(body["error_code"], json!(4001));
     assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(body["position"]["line"], json!(2));
-    let unknown = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": "SELECT nope FROM pageview"}));
+    let unknown = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT nope FROM pageview"}),
+    );
     assert_eq!(unknown.status, 400);
-    assert!(unknown.json()["error"].as_str().unwrap_or("").contains("nope"));
+    assert!(unknown.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("nope"));
     assert_eq!(unknown.json()["position"]["column"], json!(8));
 }
 
@@ -79,8 +109,17 @@ fn only_reads_run() {
         "SELECT * INTO copy FROM pageview",
         "SELECT 1; DROP TABLE pageview",
     ] {
-        let response = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": sql}));
-        assert!((400..500).contains(&response.status), "{sql}: {} {}", response.status, response.body);
+        let response = server.post(
+            "/query/execute",
+            &[("read_key", &keys.read)],
+            &json!({"query": sql}),
+        );
+        assert!(
+            (400..500).contains(&response.status),
+            "{sql}: {} {}",
+            response.status,
+            response.body
+        );
     }
     for sql in [
         "SELECT * FROM '/etc/passwd'",
@@ -89,12 +128,25 @@ fn only_reads_run() {
         "SELECT * FROM datafusion.public.pageview",
         "SHOW TABLES",
     ] {
-        let response = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": sql}));
-        assert!((400..500).contains(&response.status), "{sql}: {} {}", response.status, response.body);
+        let response = server.post(
+            "/query/execute",
+            &[("read_key", &keys.read)],
+            &json!({"query": sql}),
+        );
+        assert!(
+            (400..500).contains(&response.status),
+            "{sql}: {} {}",
+            response.status,
+            response.body
+        );
     }
     assert!(!std::path::Path::new("/tmp/leak.csv").exists());
     assert_eq!(server.count(&keys, "SELECT count(*) FROM pageview"), 2);
-    let explain = server.post("/query/execute", &[("read_key", &keys.read)], &json!({"query": "EXPLAIN SELECT count(*) FROM pageview"}));
+    let explain = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "EXPLAIN SELECT count(*) FROM pageview"}),
+    );
     assert_eq!(explain.status, 200, "{}", explain.body);
 }
 
@@ -102,17 +154,45 @@ fn only_reads_run() {
 fn export_and_metadata() {
     let (server, keys) = seeded();
     let sql = "SELECT _user, url FROM pageview ORDER BY _user";
-    let csv = server.post("/query/export", &[("read_key", &keys.read)], &json!({"query": sql, "export_type": "CSV"}));
+    let csv = server.post(
+        "/query/export",
+        &[("read_key", &keys.read)],
+        &json!({"query": sql, "export_type": "CSV"}),
+    );
     assert_eq!(csv.status, 200, "{}", csv.body);
     assert_eq!(csv.body, "_user,url\na,/x\nb,/y\n");
-    let ndjson = server.post("/query/export", &[("read_key", &keys.read)], &json!({"query": sql, "export_type": "NDJSON"}));
-    assert_eq!(ndjson.body, "{\"_user\":\"a\",\"url\":\"/x\"}\n{\"_user\":\"b\",\"url\":\"/y\"}\n");
-    let json_export = server.post("/query/export", &[("read_key", &keys.read)], &json!({"query": sql, "export_type": "JSON"}));
+    let ndjson = server.post(
+        "/query/export",
+        &[("read_key", &keys.read)],
+        &json!({"query": sql, "export_type": "NDJSON"}),
+    );
+    assert_eq!(
+        ndjson.body,
+        "{\"_user\":\"a\",\"url\":\"/x\"}\n{\"_user\":\"b\",\"url\":\"/y\"}\n"
+    );
+    let json_export = server.post(
+        "/query/export",
+        &[("read_key", &keys.read)],
+        &json!({"query": sql, "export_type": "JSON"}),
+    );
     let parsed: Value = serde_json::from_str(&json_export.body).expect("json");
-    assert_eq!(parsed, json!([{"_user": "a", "url": "/x"}, {"_user": "b", "url": "/y"}]));
-    let metadata = server.post("/query/metadata", &[("read_key", &keys.read)], &json!({"query": "SELECT amount, _time FROM purchase"}));
+    assert_eq!(
+        parsed,
+        json!([{"_user": "a", "url": "/x"}, {"_user": "b", "url": "/y"}])
+    );
+    let metadata = server.post(
+        "/query/metadata",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT amount, _time FROM purchase"}),
+    );
     assert_eq!(metadata.status, 200, "{}", metadata.body);
-    let types: Vec<_> = metadata.json().as_array().expect("fields").iter().map(|f| f["type"].clone()).collect();
+    let types: Vec<_> = metadata
+        .json()
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| f["type"].clone())
+        .collect();
     assert_eq!(types, vec![json!("DOUBLE"), json!("TIMESTAMP")]);
 }
 

@@ -61,7 +61,10 @@ impl TestServer {
             data_dir,
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _temp: Some(temp),
         };
         server.launch();
@@ -86,7 +89,12 @@ impl TestServer {
         self.child = Some(command.spawn().expect("start rakam"));
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()).flatten() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok())
+                .flatten()
+            {
                 panic!("rakam exited during start-up: {status}");
             }
             if self.get("/health").status == 200 {
@@ -104,7 +112,10 @@ impl TestServer {
     /// Stops with SIGTERM (graceful: flushes) and starts again on the same data.
     pub fn restart_gracefully(&mut self) {
         if let Some(child) = self.child.as_mut() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if child.try_wait().ok().flatten().is_some() {
@@ -134,7 +145,13 @@ impl TestServer {
         &self.data_dir
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         let mut request = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(120));
         for (name, value) in headers {
             request = request.set(name, value);

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Bulk NDJSON ingest over HTTP into a real `rakam serve`, side by side with the
+peer loaders of ../shared/bench (same file, same machine).
+
+Starts the release binary on a free port with a fresh data directory, creates a
+project, POSTs the generator's NDJSON in chunks to /event/bulk over keep-alive
+connections, and reports events/s, server CPU, RSS (idle and peak), on-disk
+bytes per event, and ack-to-visible latency. Writes a peer-shaped result file
+(`rakam-http-<N>.json`) that ../shared/bench/compare.py can read.
+
+    python3 bench/ingest_http.py --data /tmp/evbench/data/events_1000000
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_s(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_mem_kb(pid, key):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def post(conn, path, body, headers):
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"{path}: {response.status} {data[:300]!r}")
+    return data
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="/tmp/evbench/data/events_1000000")
+    ap.add_argument("--binary", default=os.environ.get("RAKAM_BIN", "/var/cache/rakam-target/release/rakam"))
+    ap.add_argument("--batch-events", type=int, default=20000, help="events per HTTP request")
+    ap.add_argument("--connections", type=int, default=2)
+    ap.add_argument("--durability", default="fsync", choices=["fsync", "os"])
+    ap.add_argument("--results", default="/tmp/evbench/results")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    a = ap.parse_args()
+
+    meta = json.load(open(a.data + ".meta.json"))
+    events = meta["events"]
+    raw = open(a.data + ".ndjson", "rb").read()
+    chunks, start, count = [], 0, 0
+    position = raw.find(b"\n")
+    while position != -1:
+        count += 1
+        if count == a.batch_events:
+            chunks.append(raw[start:position + 1])
+            start, count = position + 1, 0
+        position = raw.find(b"\n", position + 1)
+    if start < len(raw):
+        chunks.append(raw[start:])
+    del raw
+
+    work = tempfile.mkdtemp(prefix="rakam-bench-")
+    port = free_port()
+    env = dict(os.environ, RAKAM_LOG="warn")
+    server = subprocess.Popen(
+        [a.binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", work + "/data",
+         "--durability", a.durability],
+        env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", "/health")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        time.sleep(1.0)
+        idle_rss_mb = proc_mem_kb(server.pid, "VmRSS") / 1024
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        keys = json.loads(post(c, "/project/create", json.dumps({"name": "bench"}), {}))
+        headers = {"content-type": "application/x-ndjson", "write_key": keys["write_key"]}
+
+        queue = list(reversed(chunks))
+        lock = threading.Lock()
+        errors = []
+
+        def worker():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            while True:
+                with lock:
+                    if not queue or errors:
+                        return
+                    body = queue.pop()
+                try:
+                    post(conn, "/event/bulk", body, headers)
+                except Exception as error:  # noqa: BLE001 - reported below
+                    errors.append(error)
+                    return
+
+        cpu_before = proc_cpu_s(server.pid)
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(a.connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        cpu = proc_cpu_s(server.pid) - cpu_before
+        if errors:
+            raise errors[0]
+        read = {"content-type": "application/json", "read_key": keys["read_key"]}
+        total = json.loads(post(c, "/query/execute", json.dumps({"query": "SELECT count(*) FROM _all"}), read))
+        stored = total["result"][0][0]
+        assert stored == events, (stored, events)
+
+        # ack-to-visible: one event per request, polled until a query sees it
+        latencies = []
+        write = {"content-type": "application/json"}
+        for n in range(20):
+            body = json.dumps({"collection": "latency", "api": {"api_key": keys["write_key"]}, "properties": {"n": n}})
+            post(c, "/event/collect", body, write)
+            acked = time.perf_counter()
+            while True:
+                q = json.dumps({"query": f"SELECT count(*) FROM latency WHERE n = {n}"})
+                if json.loads(post(c, "/query/execute", q, read))["result"][0][0] == 1:
+                    break
+            latencies.append((time.perf_counter() - acked) * 1000)
+        peak_rss_mb = proc_mem_kb(server.pid, "VmHWM") / 1024
+        # flush everything to Parquet (graceful stop) to measure bytes on disk
+        server.terminate()
+        server.wait(timeout=300)
+        disk = dir_bytes(work + "/data/tables")
+    finally:
+        if server.poll() is None:
+            server.kill()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    load = {
+        "events_per_s": round(events / elapsed),
+        "wall_s": round(elapsed, 2),
+        "server_cpu_s": round(cpu, 2),
+        "events_per_cpu_s": round(events / max(cpu, 1e-9)),
+        "batch_events": a.batch_events,
+        "connections": a.connections,
+        "durability": a.durability,
+        "storage_bytes": disk,
+        "bytes_per_event": round(disk / events, 1),
+        "idle_rss_mb": round(idle_rss_mb, 1),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "ack_to_visible_ms_p50": round(statistics.median(latencies), 2),
+        "ack_to_visible_ms_max": round(max(latencies), 2),
+    }
+    result = {"engine": "rakam", "variant": "http", "version": "0.1.0", "events": events,
+              "load": load, "queries": {}}
+    os.makedirs(a.results, exist_ok=True)
+    with open(os.path.join(a.results, f"rakam-http-{events}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
