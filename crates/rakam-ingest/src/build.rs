@@ -143,7 +143,7 @@ pub(crate) fn build_batch(
     server_time_ms: i64,
 ) -> Result<BuiltBatch, IngestError> {
     let rows = events.len();
-    let index: HashMap<&str, usize> = schema
+    let index: HashMap<&str, usize, foldhash::fast::RandomState> = schema
         .columns
         .iter()
         .enumerate()
@@ -164,19 +164,27 @@ pub(crate) fn build_batch(
         server_time.append_value(server_time_ms);
         let mut unmapped: Map<String, serde_json::Value> = event.unmapped;
         for field in event.fields {
-            let fit = match index.get(field.name.as_str()) {
-                Some(&position) => match coerce(&field.value, &schema.columns[position].field_type)
-                {
-                    Fit::Value(scalar) => {
-                        slots[position] = Some(scalar);
-                        continue;
-                    }
-                    other => other,
-                },
-                None => Fit::NoFit,
+            let Some(&position) = index.get(field.name.as_str()) else {
+                let (name, value) = field.into_original_name();
+                unmapped.insert(name, value);
+                continue;
             };
-            debug_assert!(!matches!(fit, Fit::Value(_)));
-            unmapped.insert(field.original_name, field.value);
+            let column_type = &schema.columns[position].field_type;
+            let original_name = field.original_name.unwrap_or(field.name);
+            let value = match (column_type, field.value) {
+                // The common case moves the string instead of copying it.
+                (FieldType::String, serde_json::Value::String(text)) => {
+                    slots[position] = Some(Scalar::String(text));
+                    continue;
+                }
+                (_, value) => value,
+            };
+            match coerce(&value, column_type) {
+                Fit::Value(scalar) => slots[position] = Some(scalar),
+                Fit::Widen(_) | Fit::NoFit => {
+                    unmapped.insert(original_name, value);
+                }
+            }
         }
         for (builder, slot) in builders.iter_mut().zip(slots.iter_mut()) {
             builder.append(slot.take());

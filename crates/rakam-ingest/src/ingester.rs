@@ -179,7 +179,7 @@ fn prepare_all(
 /// of its first value that has one; a fraction in a LONG column widens it.
 fn plan_columns(current: Option<&CollectionSchema>, events: &[PreparedEvent]) -> Vec<Column> {
     let mut requested: Vec<Column> = Vec::new();
-    let mut positions: HashMap<&str, usize> = HashMap::new();
+    let mut positions: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     for event in events {
         for field in &event.fields {
             if let Some(&position) = positions.get(field.name.as_str()) {

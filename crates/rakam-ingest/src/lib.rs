@@ -6,6 +6,7 @@
 //! its field name, into the row's `_unmapped` JSON.
 
 mod build;
+
 mod decode;
 mod error;
 mod ingester;

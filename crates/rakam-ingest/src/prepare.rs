@@ -46,20 +46,28 @@ pub(crate) fn prepare(
         }
     };
     let flat = flatten_properties(properties)?;
-    let mut seen = HashSet::with_capacity(flat.len());
+    // Keys of one JSON object are unique, so two fields can only share a
+    // column name when normalisation or flattening renamed one of them.
+    let any_renamed = flat.iter().any(|p| p.original_name.is_some());
+    let mut seen: HashSet<String> = HashSet::new();
     let mut fields = Vec::with_capacity(flat.len());
     let mut unmapped = Map::new();
     for property in flat {
-        if RESERVED_FIELD_NAMES.contains(&property.name.as_str()) || property.name == TIME_COLUMN {
+        if property.name.starts_with('_')
+            && (RESERVED_FIELD_NAMES.contains(&property.name.as_str())
+                || property.name == TIME_COLUMN)
+        {
             return Err(ModelError::ReservedName {
-                name: property.original_name,
+                name: property.original_name().to_string(),
             }
             .into());
         }
         check_string_lengths(&property, limits)?;
         let no_column_possible = matches!(&property.value, Value::Object(o) if o.is_empty());
-        if no_column_possible || !seen.insert(property.name.clone()) {
-            unmapped.insert(property.original_name, property.value);
+        let duplicate = any_renamed && !seen.insert(property.name.clone());
+        if no_column_possible || duplicate {
+            let (name, value) = property.into_original_name();
+            unmapped.insert(name, value);
         } else {
             fields.push(property);
         }
@@ -102,7 +110,7 @@ fn check_string_lengths(property: &FlatProperty, limits: &IngestLimits) -> Resul
     };
     match longest {
         Some(actual) => Err(IngestError::StringTooLong {
-            field: property.original_name.clone(),
+            field: property.original_name().to_string(),
             actual,
             limit: limits.max_string_bytes,
         }),

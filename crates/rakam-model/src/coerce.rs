@@ -52,20 +52,26 @@ pub fn infer_type(value: &Value) -> Option<FieldType> {
             FieldType::String
         }),
         Value::Array(items) => {
-            let first = items.iter().find(|item| !item.is_null())?;
-            let inner = match first {
-                Value::Array(_) | Value::Object(_) => FieldType::String,
-                scalar => infer_type(scalar)?,
-            };
-            // The widest numeric type among the elements, so [1, 2.5] is a
-            // list of doubles rather than a list that half fits.
-            let inner = if inner == FieldType::Long
-                && items.iter().any(|item| item.is_number() && !item.is_i64())
-            {
-                FieldType::Double
-            } else {
-                inner
-            };
+            // One element type for all; a mix becomes a list of strings, which
+            // holds every element (numbers and booleans as text, nested
+            // values as JSON).
+            let mut inner: Option<FieldType> = None;
+            for item in items.iter().filter(|item| !item.is_null()) {
+                let item_type = match item {
+                    Value::Array(_) | Value::Object(_) => FieldType::String,
+                    scalar => infer_type(scalar)?,
+                };
+                inner = Some(match inner {
+                    None => item_type,
+                    Some(current) if current == item_type => current,
+                    Some(current) => match current.widened_with(&item_type) {
+                        Some(widened) => widened,
+                        None if item_type.widened_with(&current).is_some() => item_type,
+                        None => FieldType::String,
+                    },
+                });
+            }
+            let inner = inner?;
             Some(FieldType::Array(Box::new(inner)))
         }
     }
@@ -88,7 +94,12 @@ pub fn widening_for(value: &Value, column_type: &FieldType) -> Option<FieldType>
         FieldType::Long if has_fraction(value) => Some(FieldType::Double),
         FieldType::Array(inner) if **inner == FieldType::Long => {
             let widens = match value {
-                Value::Array(items) => items.iter().any(has_fraction),
+                // Only when every element is a number: otherwise the list
+                // does not fit at all and widening would not help.
+                Value::Array(items) => {
+                    items.iter().any(has_fraction)
+                        && items.iter().all(|item| item.is_number() || item.is_null())
+                }
                 single => has_fraction(single),
             };
             widens.then(|| FieldType::Array(Box::new(FieldType::Double)))
@@ -113,12 +124,11 @@ fn coerce_list(value: &Value, list_type: &FieldType, inner: &FieldType) -> Fit {
         single => std::slice::from_ref(single),
     };
     let mut converted = Vec::with_capacity(items.len());
+    let mut widened_inner = None;
     for item in items {
         match coerce_scalar(item, inner) {
             Fit::Value(scalar) => converted.push(scalar),
-            Fit::Widen(widened_inner) => {
-                return Fit::Widen(FieldType::Array(Box::new(widened_inner)))
-            }
+            Fit::Widen(target) => widened_inner = Some(target),
             Fit::NoFit => {
                 // A nested structure in a list of strings is kept as JSON text.
                 if *inner == FieldType::String && (item.is_array() || item.is_object()) {
@@ -128,6 +138,9 @@ fn coerce_list(value: &Value, list_type: &FieldType, inner: &FieldType) -> Fit {
                 }
             }
         }
+    }
+    if let Some(target) = widened_inner {
+        return Fit::Widen(FieldType::Array(Box::new(target)));
     }
     debug_assert!(matches!(list_type, FieldType::Array(_)));
     Fit::Value(Scalar::List(converted))
@@ -191,8 +204,20 @@ fn coerce_scalar(value: &Value, column_type: &FieldType) -> Fit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatProperty {
     pub name: String,
-    pub original_name: String,
+    /// The name as sent, when it differs from `name`.
+    pub original_name: Option<String>,
     pub value: Value,
+}
+
+impl FlatProperty {
+    /// The name as the client sent it (a path for nested fields).
+    pub fn into_original_name(self) -> (String, Value) {
+        (self.original_name.unwrap_or(self.name), self.value)
+    }
+
+    pub fn original_name(&self) -> &str {
+        self.original_name.as_deref().unwrap_or(&self.name)
+    }
 }
 
 const MAX_NESTING_DEPTH: usize = 16;
@@ -215,17 +240,18 @@ fn flatten_into(
 ) -> Result<(), ModelError> {
     for (key, value) in properties {
         let segment = normalize_field_name(&key)?;
-        let name = match prefix {
-            Some(prefix) => format!("{prefix}_{segment}"),
-            None => segment,
-        };
-        let original_name = match original_prefix {
-            Some(prefix) => format!("{prefix}.{key}"),
-            None => key,
+        let (name, original_name) = match (prefix, original_prefix) {
+            (Some(prefix), Some(original_prefix)) => (
+                format!("{prefix}_{segment}"),
+                Some(format!("{original_prefix}.{key}")),
+            ),
+            _ if segment == key => (key, None),
+            _ => (segment, Some(key)),
         };
         match value {
             Value::Object(nested) if !nested.is_empty() && depth < MAX_NESTING_DEPTH => {
-                flatten_into(nested, Some(&name), Some(&original_name), depth + 1, out)?;
+                let original = original_name.as_deref().unwrap_or(&name).to_string();
+                flatten_into(nested, Some(&name), Some(&original), depth + 1, out)?;
             }
             value => out.push(FlatProperty {
                 name,
@@ -356,7 +382,8 @@ mod tests {
             names,
             ["empty", "user_info_address_zip", "user_info_first_name"]
         );
-        assert_eq!(flat[1].original_name, "userInfo.address.zip");
+        assert_eq!(flat[1].original_name(), "userInfo.address.zip");
+        assert_eq!(flat[0].original_name, None);
         assert_eq!(flat[0].value, json!({}));
     }
 }

@@ -11,6 +11,15 @@ use crate::ModelError;
 pub const MAX_NAME_LENGTH: usize = 128;
 
 pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
+    // Most names are already normal; skip the Unicode work for them.
+    let already_normal = !raw.is_empty()
+        && raw.len() <= MAX_NAME_LENGTH
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if already_normal {
+        return Ok(raw.to_string());
+    }
     let invalid = |reason| ModelError::InvalidFieldName {
         name: raw.to_string(),
         reason,

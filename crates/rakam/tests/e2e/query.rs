@@ -205,3 +205,20 @@ fn acknowledged_events_are_visible_at_once() {
         assert_eq!(server.count(&keys, "SELECT count(*) FROM tick"), n + 1);
     }
 }
+
+#[test]
+fn long_queries_are_cancelled_at_the_statement_timeout() {
+    let server = TestServer::start_with_env(&[], &[("RAKAM_QUERY__STATEMENT_TIMEOUT_SECS", "1")]);
+    let keys = server.create_project("slow");
+    let started = std::time::Instant::now();
+    let response = server.post(
+        "/query/execute",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT count(*) FROM range(100000000000) a WHERE a.value % 7 = 3"}),
+    );
+    assert_eq!(response.status, 408, "{}", response.body);
+    assert_eq!(response.json()["error_code"], json!(4003));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // The server is still responsive afterwards.
+    assert_eq!(server.query(&keys, "SELECT 1")[0][0], json!(1));
+}
