@@ -94,6 +94,9 @@ pub struct QueryConfig {
     pub max_limit: u64,
     /// A statement running longer is cancelled.
     pub statement_timeout_secs: u64,
+    /// Memory all running queries may hold together; a query that needs
+    /// more fails with a clear error instead of exhausting the machine.
+    pub memory_limit_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -126,7 +129,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_request_bytes: 16 << 20,
-            max_bulk_bytes: 1 << 30,
+            max_bulk_bytes: 256 << 20,
             max_event_bytes: 1 << 20,
             max_batch_events: 10_000_000,
             max_properties_per_event: 1000,
@@ -141,6 +144,7 @@ impl Default for QueryConfig {
             default_limit: 50_000,
             max_limit: 1_000_000,
             statement_timeout_secs: 300,
+            memory_limit_bytes: 4 << 30,
         }
     }
 }

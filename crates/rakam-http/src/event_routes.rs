@@ -123,6 +123,19 @@ pub(crate) async fn bulk(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = state.config.limits.clone();
+    let kind = media_type(&headers);
+    // A key in the header or query is checked before the body is read, so
+    // an unauthenticated client cannot make the server buffer a large body.
+    let early_project = match authorize(&state, &headers, &params, KeyKind::Write).await {
+        Ok(project) => Some(project),
+        Err(error)
+            if error.code == ErrorCode::MissingKey
+                && (kind.is_empty() || kind == "application/json") =>
+        {
+            None
+        }
+        Err(error) => return Err(error),
+    };
     let bytes = read_body(
         &headers,
         body,
@@ -130,14 +143,14 @@ pub(crate) async fn bulk(
         "limits.max_bulk_bytes",
     )
     .await?;
-    let kind = media_type(&headers);
     let ingest_limits = state.ingester.limits().clone();
     let (project, events) = match kind.as_str() {
         "" | "application/json" => {
             let request = decode_batch(&bytes, &ingest_limits)?;
-            let project = match request.api.api_key.as_deref() {
-                Some(key) => authorize_body_key(&state, Some(key), KeyKind::Write).await?,
-                None => authorize(&state, &headers, &params, KeyKind::Write).await?,
+            let project = match (request.api.api_key.as_deref(), early_project) {
+                (Some(key), _) => authorize_body_key(&state, Some(key), KeyKind::Write).await?,
+                (None, Some(project)) => project,
+                (None, None) => authorize(&state, &headers, &params, KeyKind::Write).await?,
             };
             let events = request
                 .events
@@ -149,7 +162,8 @@ pub(crate) async fn bulk(
         }
         "application/x-ndjson" | "application/x-rawjson" | "application/ndjson" | "application/jsonl"
         | "application/x-jsonlines" => {
-            let project = authorize(&state, &headers, &params, KeyKind::Write).await?;
+            let project = early_project
+                .ok_or_else(|| ApiError::new(ErrorCode::MissingKey, "write_key is missing"))?;
             let collection = params.get("collection").cloned();
             let events = tokio::task::spawn_blocking(move || decode_ndjson(&bytes, collection.as_deref(), &ingest_limits))
                 .await
@@ -157,7 +171,8 @@ pub(crate) async fn bulk(
             (project, events)
         }
         "text/csv" => {
-            let project = authorize(&state, &headers, &params, KeyKind::Write).await?;
+            let project = early_project
+                .ok_or_else(|| ApiError::new(ErrorCode::MissingKey, "write_key is missing"))?;
             let events = decode_csv_request(&state, &project, &params, &bytes).await?;
             (project, events)
         }
@@ -240,7 +255,8 @@ pub(crate) async fn pixel(
         let Some(name) = key.strip_prefix("prop.") else {
             continue;
         };
-        let column_type = schema.as_ref().and_then(|s| s.column_type(name));
+        let normalized = rakam_model::normalize_field_name(name)?;
+        let column_type = schema.as_ref().and_then(|s| s.column_type(&normalized));
         properties.insert(
             name.to_string(),
             typed_from_text(text, column_type, name == "_time"),

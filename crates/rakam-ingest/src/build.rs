@@ -143,6 +143,33 @@ pub(crate) fn build_batch(
     server_time_ms: i64,
 ) -> Result<BuiltBatch, IngestError> {
     let rows = events.len();
+    let all_columns: HashMap<&str, usize, foldhash::fast::RandomState> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(position, column)| (column.name.as_str(), position))
+        .collect();
+    // Only the columns these events use: a collection with a thousand
+    // columns does not make every small batch a thousand columns wide
+    // (readers fill absent columns with nulls).
+    let mut used = vec![false; schema.columns.len()];
+    for event in &events {
+        for field in &event.fields {
+            if let Some(&position) = all_columns.get(field.name.as_str()) {
+                used[position] = true;
+            }
+        }
+    }
+    let batch_schema = CollectionSchema {
+        columns: schema
+            .columns
+            .iter()
+            .zip(&used)
+            .filter(|(_, used)| **used)
+            .map(|(column, _)| column.clone())
+            .collect(),
+    };
+    let schema = &batch_schema;
     let index: HashMap<&str, usize, foldhash::fast::RandomState> = schema
         .columns
         .iter()

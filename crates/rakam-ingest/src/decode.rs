@@ -328,7 +328,10 @@ pub fn decode_csv(
             if name == TIME_COLUMN {
                 None
             } else {
-                schema.and_then(|schema| schema.column_type(name)).cloned()
+                let normalized = rakam_model::normalize_field_name(name).ok();
+                schema
+                    .zip(normalized)
+                    .and_then(|(schema, normalized)| schema.column_type(&normalized).cloned())
             }
         })
         .collect();

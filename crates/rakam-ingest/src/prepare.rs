@@ -40,7 +40,14 @@ pub(crate) fn prepare(
             let client_time = parse_event_time(&value)?;
             match input.upload_time {
                 // The client's clock is off by (server now - client now).
-                Some(upload_time) => client_time.saturating_add(server_time_ms - upload_time),
+                Some(upload_time) => server_time_ms
+                    .checked_sub(upload_time)
+                    .and_then(|skew| client_time.checked_add(skew))
+                    .ok_or_else(|| {
+                        IngestError::InvalidValue(format!(
+                            "api.upload_time {upload_time} is out of range"
+                        ))
+                    })?,
                 None => client_time,
             }
         }
@@ -156,6 +163,7 @@ mod tests {
         assert_eq!(skewed.time_ms, 3_000);
         assert!(prepare(input(json!({"_time": "soon"}), None), 0, &limits).is_err());
         assert!(prepare(input(json!({"_time": true}), None), 0, &limits).is_err());
+        assert!(prepare(input(json!({"_time": 1}), Some(i64::MIN)), 5, &limits).is_err());
     }
 
     #[test]

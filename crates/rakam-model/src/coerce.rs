@@ -41,6 +41,9 @@ pub fn infer_type(value: &Value) -> Option<FieldType> {
         Value::Bool(_) => Some(FieldType::Boolean),
         Value::Number(number) => Some(if number.is_i64() {
             FieldType::Long
+        } else if number.is_u64() {
+            // Beyond BIGINT: only text keeps every digit.
+            FieldType::String
         } else {
             FieldType::Double
         }),
@@ -64,14 +67,23 @@ pub fn infer_type(value: &Value) -> Option<FieldType> {
                 inner = Some(match inner {
                     None => item_type,
                     Some(current) if current == item_type => current,
-                    Some(current) => match current.widened_with(&item_type) {
-                        Some(widened) => widened,
-                        None if item_type.widened_with(&current).is_some() => item_type,
-                        None => FieldType::String,
-                    },
+                    Some(current) => current
+                        .widened_with(&item_type)
+                        .or_else(|| item_type.widened_with(&current))
+                        .unwrap_or(FieldType::String),
                 });
             }
-            let inner = inner?;
+            let mut inner = inner?;
+            // Integers a double cannot hold exactly keep their text instead.
+            let inexact = |item: &Value| {
+                item.as_i64()
+                    .map(i64::unsigned_abs)
+                    .or_else(|| item.as_u64())
+                    .is_some_and(|magnitude| magnitude > 1 << 53)
+            };
+            if inner == FieldType::Double && items.iter().any(inexact) {
+                inner = FieldType::String;
+            }
             Some(FieldType::Array(Box::new(inner)))
         }
     }
@@ -292,6 +304,14 @@ mod tests {
         );
         assert_eq!(
             infer_type(&json!([{"a": 1}])),
+            Some(FieldType::Array(Box::new(FieldType::String)))
+        );
+        assert_eq!(
+            infer_type(&json!([0.5, 1])),
+            Some(FieldType::Array(Box::new(FieldType::Double)))
+        );
+        assert_eq!(
+            infer_type(&json!(["2024-01-01", false])),
             Some(FieldType::Array(Box::new(FieldType::String)))
         );
         assert_eq!(infer_type(&json!([])), None);

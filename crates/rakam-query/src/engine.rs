@@ -5,6 +5,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use rakam_store_api::{Catalog, EventStore, ProjectInfo};
 
@@ -24,6 +25,8 @@ pub struct QueryLimits {
     /// The most rows a request may ask for (Rakam: 1,000,000).
     pub max_limit: u64,
     pub statement_timeout: Duration,
+    /// Memory all running queries may hold together.
+    pub memory_limit_bytes: u64,
 }
 
 impl Default for QueryLimits {
@@ -32,6 +35,7 @@ impl Default for QueryLimits {
             default_limit: 50_000,
             max_limit: 1_000_000,
             statement_timeout: Duration::from_secs(300),
+            memory_limit_bytes: 4 << 30,
         }
     }
 }
@@ -48,14 +52,22 @@ pub struct QueryEngine {
     catalog: Arc<dyn Catalog>,
     store: Arc<dyn EventStore>,
     limits: QueryLimits,
+    /// Shared by every query, so the memory limit holds for all of them.
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
     pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn EventStore>, limits: QueryLimits) -> Self {
+        let memory = usize::try_from(limits.memory_limit_bytes).unwrap_or(usize::MAX);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(memory, 1.0)
+            .build_arc()
+            .unwrap_or_else(|_| Arc::new(RuntimeEnv::default()));
         Self {
             catalog,
             store,
             limits,
+            runtime,
         }
     }
 
@@ -74,7 +86,7 @@ impl QueryEngine {
         let mut config = config;
         // Spans let planning errors report the line and column they refer to.
         config.options_mut().sql_parser.collect_spans = true;
-        let context = SessionContext::new_with_config(config);
+        let context = SessionContext::new_with_config_rt(config, self.runtime.clone());
         let schema = Arc::new(
             ProjectSchema::load(self.catalog.clone(), self.store.clone(), project.clone()).await?,
         );

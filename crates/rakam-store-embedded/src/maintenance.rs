@@ -14,8 +14,10 @@ use crate::wal::list_segments;
 const TICK: Duration = Duration::from_millis(250);
 /// Queries hold a list of files; a replaced file lives this long after the
 /// swap so that a running query can finish reading it.
-const REPLACED_FILE_GRACE: Duration = Duration::from_secs(120);
-const MAX_COMPACTION_INPUT_BYTES: u64 = 512 << 20;
+/// Longer than any statement timeout that makes sense (the default is 300 s).
+const REPLACED_FILE_GRACE: Duration = Duration::from_secs(900);
+/// Compressed bytes merged at once; keeps one merge well inside memory.
+const MAX_COMPACTION_INPUT_BYTES: u64 = 128 << 20;
 
 pub(crate) async fn run(store: Weak<EmbeddedStore>) {
     let mut replaced: Vec<(Instant, PathBuf)> = Vec::new();
@@ -24,6 +26,9 @@ pub(crate) async fn run(store: Weak<EmbeddedStore>) {
         let Some(store) = store.upgrade() else {
             return;
         };
+        if store.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         if let Err(error) = tick(&store, &mut replaced).await {
             tracing::error!(%error, "background maintenance failed; will retry");
         }
@@ -45,44 +50,57 @@ async fn tick(store: &EmbeddedStore, replaced: &mut Vec<(Instant, PathBuf)>) -> 
         .iter()
         .map(|(key, table)| (key.clone(), table.clone()))
         .collect();
-    let durable = store.wal.durable_sequence();
     for (key, table) in tables {
-        let summary = table.tail_summary(durable);
-        let old_enough = summary
-            .oldest
-            .is_some_and(|oldest| oldest.elapsed() >= store.options.flush_interval);
-        if summary.durable_rows >= store.options.flush_rows
-            || (summary.durable_rows > 0 && old_enough)
-        {
-            let rows = store.flush_table(&key, table.clone()).await?;
-            tracing::debug!(project_id = %key.0, collection = %key.1, rows, "flushed");
-        }
-        let candidates = table.compaction_candidates(store.options.compaction_small_file_bytes);
-        if candidates.len() >= store.options.compaction_min_files {
-            let mut inputs = Vec::new();
-            let mut input_bytes = 0;
-            for candidate in candidates {
-                if input_bytes + candidate.bytes > MAX_COMPACTION_INPUT_BYTES && inputs.len() >= 2 {
-                    break;
-                }
-                input_bytes += candidate.bytes;
-                inputs.push(candidate);
-            }
-            let Some(schema) = store.current_schema(&key).await else {
-                continue;
-            };
-            let _maintenance = table.maintenance.lock().await;
-            let compacting = table.clone();
-            let old_files =
-                tokio::task::spawn_blocking(move || compacting.compact_blocking(&inputs, &schema))
-                    .await
-                    .map_err(|e| StoreError::Data(format!("compaction task failed: {e}")))??;
-            tracing::debug!(collection = %key.1, merged = old_files.len(), "compacted");
-            let now = Instant::now();
-            replaced.extend(old_files.into_iter().map(|path| (now, path)));
+        // One failing table must not stop the others, nor WAL cleanup.
+        if let Err(error) = maintain_table(store, &key, table, replaced).await {
+            tracing::error!(%error, project_id = %key.0, collection = %key.1, "table maintenance failed");
         }
     }
     remove_flushed_wal_segments(store)
+}
+
+async fn maintain_table(
+    store: &EmbeddedStore,
+    key: &crate::store::TableKey,
+    table: std::sync::Arc<crate::table::CollectionTable>,
+    replaced: &mut Vec<(Instant, PathBuf)>,
+) -> Result<()> {
+    let durable = store.wal.durable_sequence();
+    let summary = table.tail_summary(durable);
+    let old_enough = summary
+        .oldest
+        .is_some_and(|oldest| oldest.elapsed() >= store.options.flush_interval);
+    if summary.durable_rows >= store.options.flush_rows || (summary.durable_rows > 0 && old_enough)
+    {
+        let rows = store.flush_table(key, table.clone()).await?;
+        tracing::debug!(project_id = %key.0, collection = %key.1, rows, "flushed");
+    }
+    let candidates = table.compaction_candidates(store.options.compaction_small_file_bytes);
+    if candidates.len() < store.options.compaction_min_files {
+        return Ok(());
+    }
+    let mut inputs = Vec::new();
+    let mut input_bytes = 0;
+    for candidate in candidates {
+        if input_bytes + candidate.bytes > MAX_COMPACTION_INPUT_BYTES && inputs.len() >= 2 {
+            break;
+        }
+        input_bytes += candidate.bytes;
+        inputs.push(candidate);
+    }
+    let _maintenance = table.maintenance.lock().await;
+    let Some(schema) = store.current_schema(key).await else {
+        return Ok(());
+    };
+    let compacting = table.clone();
+    let old_files =
+        tokio::task::spawn_blocking(move || compacting.compact_blocking(&inputs, &schema))
+            .await
+            .map_err(|e| StoreError::Data(format!("compaction task failed: {e}")))??;
+    tracing::debug!(collection = %key.1, merged = old_files.len(), "compacted");
+    let now = Instant::now();
+    replaced.extend(old_files.into_iter().map(|path| (now, path)));
+    Ok(())
 }
 
 /// Deletes every closed segment whose records are all in Parquet files.
@@ -98,13 +116,24 @@ pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
         Some(first) => first.saturating_sub(1),
         None => durable,
     };
+    let current = store.wal.current_segment();
     let segments = list_segments(&store.options.data_dir.join("wal"))?;
     for pair in segments.windows(2) {
-        let (_, path) = &pair[0];
+        let (first, path) = &pair[0];
         let (next_first, _) = pair[1];
+        if *first >= current {
+            break;
+        }
         if next_first.saturating_sub(1) <= safe {
-            std::fs::remove_file(path)
-                .map_err(StoreError::io(format!("removing {}", path.display())))?;
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(StoreError::io(format!("removing {}", path.display()))(
+                        error,
+                    ))
+                }
+            }
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ use crate::fs_util::sync_parent_dir;
 use crate::manifest::DataFile;
 
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+const MAX_CONCAT_BYTES: usize = 1 << 30;
 
 fn writer_properties() -> Result<WriterProperties, StoreError> {
     let level = ZstdLevel::try_new(3).map_err(|e| StoreError::Data(e.to_string()))?;
@@ -35,16 +36,35 @@ pub(crate) fn write_data_file(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<DataFile, StoreError> {
-    let sorted = sorted_by_time(batches, schema)?;
+    let conformed = batches
+        .iter()
+        .map(|batch| conform(batch, schema))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes: usize = conformed
+        .iter()
+        .map(RecordBatch::get_array_memory_size)
+        .sum();
+    // Concatenating past 2 GiB would overflow 32-bit string offsets; large
+    // inputs are written batch by batch, each sorted, instead.
+    let pieces = if bytes < MAX_CONCAT_BYTES {
+        vec![sorted_by_time(&conformed, schema)?]
+    } else {
+        conformed
+            .iter()
+            .map(|batch| sorted_by_time(std::slice::from_ref(batch), schema))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     let path = dir.join(name);
     let temporary = dir.join(format!("{name}.tmp"));
     let context = || format!("writing {}", path.display());
     let file = File::create(&temporary).map_err(StoreError::io(context()))?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()?))
         .map_err(|e| StoreError::Data(e.to_string()))?;
-    writer
-        .write(&sorted)
-        .map_err(|e| StoreError::Data(e.to_string()))?;
+    for piece in &pieces {
+        writer
+            .write(piece)
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+    }
     let file = writer
         .into_inner()
         .map_err(|e| StoreError::Data(e.to_string()))?;
@@ -52,17 +72,21 @@ pub(crate) fn write_data_file(
     drop(file);
     std::fs::rename(&temporary, &path).map_err(StoreError::io(context()))?;
     sync_parent_dir(&path)?;
-    let bytes = std::fs::metadata(&path)
+    let file_bytes = std::fs::metadata(&path)
         .map_err(StoreError::io(context()))?
         .len();
-    let (min_time_ms, max_time_ms) = time_range(&sorted);
+    let ranges: Vec<(i64, i64)> = pieces
+        .iter()
+        .filter(|p| p.num_rows() > 0)
+        .map(time_range)
+        .collect();
     Ok(DataFile {
         name: name.to_string(),
-        bytes,
-        rows: sorted.num_rows() as u64,
-        unmapped_rows: unmapped_rows(&sorted),
-        min_time_ms,
-        max_time_ms,
+        bytes: file_bytes,
+        rows: pieces.iter().map(|p| p.num_rows() as u64).sum(),
+        unmapped_rows: pieces.iter().map(unmapped_rows).sum(),
+        min_time_ms: ranges.iter().map(|r| r.0).min().unwrap_or(0),
+        max_time_ms: ranges.iter().map(|r| r.1).max().unwrap_or(0),
     })
 }
 

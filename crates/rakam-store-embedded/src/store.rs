@@ -62,6 +62,8 @@ pub struct EmbeddedStore {
     next_sequence: Mutex<u64>,
     pub(crate) wal: WalWriter,
     maintenance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Asks the maintenance task to finish its current step and stop.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Held for the life of the store: one process per data directory.
     _lock: std::fs::File,
 }
@@ -109,8 +111,14 @@ fn open_blocking(options: EmbeddedOptions) -> Result<(Arc<FileCatalog>, Arc<Embe
     }
 
     let mut replayed_records = 0_u64;
-    for (_, segment) in list_segments(&wal_dir)? {
-        let last = replay_segment(&segment, |sequence, bytes| {
+    let segments = list_segments(&wal_dir)?;
+    let segment_count = segments.len();
+    for (index, (first_sequence, segment)) in segments.into_iter().enumerate() {
+        // Even an empty segment reserves its first sequence: the next
+        // segment must sort after it.
+        highest_sequence = highest_sequence.max(first_sequence.saturating_sub(1));
+        let is_last = index + 1 == segment_count;
+        let last = replay_segment(&segment, is_last, |sequence, bytes| {
             let record = payload::decode(bytes)?;
             if !projects.contains_key(&record.project_id) {
                 return Ok(());
@@ -158,6 +166,7 @@ fn open_blocking(options: EmbeddedOptions) -> Result<(Arc<FileCatalog>, Arc<Embe
         next_sequence: Mutex::new(highest_sequence + 1),
         wal,
         maintenance_task: Mutex::new(None),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         _lock: lock,
     });
     Ok((catalog, store))
@@ -246,11 +255,15 @@ impl EmbeddedStore {
         key: &TableKey,
         table: Arc<CollectionTable>,
     ) -> Result<usize> {
+        let _maintenance = table.maintenance.lock().await;
+        // Durable first, schema second: the catalog committed every column a
+        // durable record uses before that record was written.
+        let durable = self.wal.durable_sequence();
         let Some(schema) = self.current_schema(key).await else {
+            // The project or collection is gone; its rows go with it.
+            self.tables.write().remove(key);
             return Ok(0);
         };
-        let _maintenance = table.maintenance.lock().await;
-        let durable = self.wal.durable_sequence();
         let flushing = table.clone();
         tokio::task::spawn_blocking(move || flushing.flush_blocking(durable, &schema))
             .await
@@ -355,8 +368,12 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        if let Some(task) = self.maintenance_task.lock().take() {
-            task.abort();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let task = self.maintenance_task.lock().take();
+        if let Some(task) = task {
+            // Let a running flush or compaction finish rather than abandon it.
+            let _ = task.await;
         }
         let flushed = self.flush().await;
         self.wal.stop();

@@ -159,6 +159,13 @@ impl CollectionTable {
             None
         };
         let mut state = self.state.lock();
+        if state.manifest.flushed_sequence >= last_sequence {
+            // Another flush committed these rows meanwhile; keep one copy.
+            if let Some(file) = new_file {
+                let _ = std::fs::remove_file(self.dir.join(&file.name));
+            }
+            return Ok(0);
+        }
         let mut manifest = state.manifest.clone();
         manifest.version += 1;
         manifest.flushed_sequence = last_sequence;

@@ -72,6 +72,7 @@ fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
 /// is cut off the file. Returns the highest sequence seen.
 pub(crate) fn replay_segment(
     path: &Path,
+    is_last: bool,
     mut apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<Option<u64>, StoreError> {
     let context = || format!("reading wal segment {}", path.display());
@@ -107,6 +108,15 @@ pub(crate) fn replay_segment(
         apply(sequence, &payload)?;
         last_sequence = Some(sequence);
         valid_len += HEADER_LEN as u64 + length;
+    }
+    if valid_len < file_len && !is_last {
+        // Only the newest segment can end in a torn write; damage anywhere
+        // else would drop acknowledged records, so refuse to guess.
+        return Err(StoreError::Data(format!(
+            "wal segment {} is corrupt at byte {valid_len} of {file_len}; \
+             it holds acknowledged events, so rakam will not start until it is repaired or moved away",
+            path.display()
+        )));
     }
     if valid_len < file_len {
         tracing::warn!(
@@ -149,6 +159,8 @@ struct AppendRequest {
 pub(crate) struct WalWriter {
     sender: parking_lot::Mutex<Option<mpsc::UnboundedSender<AppendRequest>>>,
     durable_sequence: Arc<AtomicU64>,
+    /// First sequence of the segment being written; it is never deleted.
+    current_segment: Arc<AtomicU64>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -172,9 +184,11 @@ impl WalWriter {
         segment_bytes: u64,
     ) -> Result<Self, StoreError> {
         let durable_sequence = Arc::new(AtomicU64::new(next_sequence.saturating_sub(1)));
+        let current_segment = Arc::new(AtomicU64::new(next_sequence));
         let segment = Segment::create(&dir, next_sequence)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let thread_durable = durable_sequence.clone();
+        let thread_segment = current_segment.clone();
         let thread = std::thread::Builder::new()
             .name("rakam-wal".into())
             .spawn(move || {
@@ -184,6 +198,8 @@ impl WalWriter {
                     durability,
                     segment_bytes,
                     durable_sequence: thread_durable,
+                    current_segment: thread_segment,
+                    failure: None,
                 };
                 committer.run(receiver);
             })
@@ -191,6 +207,7 @@ impl WalWriter {
         Ok(Self {
             sender: parking_lot::Mutex::new(Some(sender)),
             durable_sequence,
+            current_segment,
             thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
@@ -213,6 +230,10 @@ impl WalWriter {
             })
             .map_err(|_| StoreError::ShuttingDown)?;
         Ok(receiver)
+    }
+
+    pub(crate) fn current_segment(&self) -> u64 {
+        self.current_segment.load(Ordering::Acquire)
     }
 
     /// Every record up to this sequence is durable.
@@ -259,6 +280,12 @@ struct GroupCommitter {
     durability: Durability,
     segment_bytes: u64,
     durable_sequence: Arc<AtomicU64>,
+    current_segment: Arc<AtomicU64>,
+    /// Set by the first failed write or fsync. From then on every append
+    /// fails (fail-stop): the durable sequence must stay a prefix, and after
+    /// an fsync error the kernel may have dropped dirty pages, so only a
+    /// restart (which replays what is really on disk) is safe.
+    failure: Option<String>,
 }
 
 impl GroupCommitter {
@@ -276,22 +303,34 @@ impl GroupCommitter {
                     Err(_) => break,
                 }
             }
+            if let Some(failure) = &self.failure {
+                for request in group {
+                    let _ = request.done.send(Err(failure.clone()));
+                }
+                continue;
+            }
             buffer.clear();
             for request in &group {
                 encode_record(request.sequence, &request.payload, &mut buffer);
             }
             let last_sequence = group.last().map_or(0, |request| request.sequence);
             let outcome = self.write(&buffer);
-            if outcome.is_ok() {
-                self.durable_sequence
-                    .store(last_sequence, Ordering::Release);
+            match &outcome {
+                Ok(()) => self
+                    .durable_sequence
+                    .store(last_sequence, Ordering::Release),
+                Err(failure) => {
+                    tracing::error!(%failure, "the wal is failing: refusing writes until restart");
+                    self.failure = Some(failure.clone());
+                }
             }
             for request in group {
                 let _ = request.done.send(outcome.clone());
             }
-            if outcome.is_err() || self.segment.length >= self.segment_bytes {
+            if outcome.is_ok() && self.segment.length >= self.segment_bytes {
                 if let Err(error) = self.rotate(last_sequence + 1) {
                     tracing::error!(%error, "cannot start a new wal segment");
+                    self.failure = Some(format!("cannot start a new wal segment: {error}"));
                 }
             }
         }
@@ -329,6 +368,7 @@ impl GroupCommitter {
             .sync_all()
             .map_err(StoreError::io("closing wal segment"))?;
         self.segment = Segment::create(&self.dir, next_sequence)?;
+        self.current_segment.store(next_sequence, Ordering::Release);
         Ok(())
     }
 }
@@ -364,7 +404,7 @@ mod tests {
             .and_then(|file| file.set_len(length - 20))
             .expect("truncate");
         let mut seen = Vec::new();
-        let last = replay_segment(path, |sequence, payload| {
+        let last = replay_segment(path, true, |sequence, payload| {
             assert_eq!(payload.len() as u64, sequence);
             seen.push(sequence);
             Ok(())
@@ -373,7 +413,11 @@ mod tests {
         assert_eq!(last, Some(49));
         assert_eq!(seen, (1..=49).collect::<Vec<_>>());
         // A second replay sees the same records: the cut was persisted.
-        let again = replay_segment(path, |_, _| Ok(())).expect("replay again");
+        let again = replay_segment(path, true, |_, _| Ok(())).expect("replay again");
+        assert!(
+            replay_segment(path, false, |_, _| Ok(())).is_ok(),
+            "the cut tail is gone"
+        );
         assert_eq!(again, Some(49));
     }
 
@@ -397,7 +441,11 @@ mod tests {
         bytes[second_record_payload] ^= 0xff;
         fs::write(&path, &bytes).expect("write");
         let mut seen = Vec::new();
-        replay_segment(&path, |sequence, _| {
+        assert!(
+            replay_segment(&path, false, |_, _| Ok(())).is_err(),
+            "an older segment must not be cut"
+        );
+        replay_segment(&path, true, |sequence, _| {
             seen.push(sequence);
             Ok(())
         })

@@ -70,6 +70,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             default_limit: config.query.default_limit,
             max_limit: config.query.max_limit,
             statement_timeout: Duration::from_secs(config.query.statement_timeout_secs),
+            memory_limit_bytes: config.query.memory_limit_bytes,
         },
     );
     if config.server.lock_key.is_empty() {
