@@ -56,6 +56,10 @@ pub enum ErrorCode {
     QueryTimeout = 4003,
     /// The requested row limit is above the maximum.
     RowLimitExceeded = 4004,
+    /// An analysis request (funnel, retention, segmentation, flow) that
+    /// cannot run as asked: unknown collection or column, bad dates, bad
+    /// time zone, bad filter expression.
+    InvalidAnalysis = 4005,
     /// The backend cannot do this.
     NotSupported = 5001,
     /// Storage failed (disk, fsync, file format).

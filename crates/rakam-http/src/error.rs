@@ -31,6 +31,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::TypeConflict
         | ErrorCode::SqlError
         | ErrorCode::RowLimitExceeded
+        | ErrorCode::InvalidAnalysis
         | ErrorCode::ProjectExists => StatusCode::BAD_REQUEST,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

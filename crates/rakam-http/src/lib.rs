@@ -1,7 +1,8 @@
 //! Rakam's HTTP API (axum), wire-compatible with the original Rakam:
-//! projects and keys, event collection, SQL. Handlers are thin: decoding,
+//! projects and keys, event collection, SQL, analyses. Handlers are thin: decoding,
 //! ingestion and querying live in their own crates.
 
+mod analysis_routes;
 mod auth;
 mod body;
 mod error;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use axum::routing::{any, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use rakam_analysis::AnalysisKind;
 use rakam_config::Config;
 use rakam_ingest::Ingester;
 use rakam_query::QueryEngine;
@@ -31,6 +33,7 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub ingester: Ingester,
     pub query: QueryEngine,
+    pub analysis: rakam_analysis::Analyzer,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -62,6 +65,28 @@ pub fn router(state: AppState) -> Router {
         .route("/query/execute", post(query_routes::execute))
         .route("/query/export", post(query_routes::export))
         .route("/query/metadata", post(query_routes::metadata))
+        .route(
+            "/funnel/analyze",
+            analysis_routes::route(AnalysisKind::Funnel),
+        )
+        .route("/funnel/segments", get(analysis_routes::funnel_segments))
+        .route(
+            "/retention/analyze",
+            analysis_routes::route(AnalysisKind::Retention),
+        )
+        .route(
+            "/event-explorer/analyze",
+            analysis_routes::route(AnalysisKind::Segmentation),
+        )
+        .route(
+            "/event-explorer/statistics",
+            analysis_routes::route(AnalysisKind::Statistics),
+        )
+        .route(
+            "/event-explorer/extra_dimensions",
+            get(analysis_routes::extra_dimensions),
+        )
+        .route("/flow/analyze", analysis_routes::route(AnalysisKind::Flow))
         .route("/metrics", get(metrics::render))
         .route(
             "/health",

@@ -87,6 +87,7 @@ impl QueryEngine {
         // Spans let planning errors report the line and column they refer to.
         config.options_mut().sql_parser.collect_spans = true;
         let context = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        rakam_udf::register_all(&context);
         let schema = Arc::new(
             ProjectSchema::load(self.catalog.clone(), self.store.clone(), project.clone()).await?,
         );

@@ -79,6 +79,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let state = rakam_http::AppState {
         config: Arc::new(config),
+        analysis: rakam_analysis::Analyzer::new(catalog.clone(), query.clone()),
         catalog,
         store: event_store.clone(),
         ingester,

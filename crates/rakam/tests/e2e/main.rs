@@ -3,6 +3,7 @@
 
 mod server;
 
+mod analysis;
 mod bad_input;
 mod cli;
 mod collect;

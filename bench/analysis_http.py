@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Funnel (q3), retention (q4) and segmentation (q1, q5) of ../shared/bench
+through Rakam's HTTP analysis API, side by side with the peers.
+
+Starts the release binary on a data directory under --work, loads the
+generator's NDJSON through /event/bulk the first time (then restarts the server
+so the data is in Parquet files, as it is after any flush), and runs each
+query once ("first") and --runs more times (median). Answers are normalised to
+the peers' row shape and written as `rakam-analysis-<N>.json`, so
+../shared/bench/compare.py checks them against DuckDB and chdb:
+
+    python3 bench/analysis_http.py --data /tmp/evbench/data/events_1000000
+    python3 ../shared/bench/compare.py --events 1000000
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "shared", "bench"))
+import benchlib  # noqa: E402
+
+QUERIES = "q1_count_by_collection_day,q3_funnel_signup_cart_purchase_7d,q4_weekly_retention_8w,q5_segment_mobile_pageviews_country_day"
+ALL_DATES = {"startDate": "2024-01-01", "endDate": "2024-03-31"}
+
+
+def requests():
+    """Each benchmark query as (path, body, rows(answer) -> peer-shaped rows)."""
+    def q1(answer):
+        rows = [[c, d, n] for c, d, n in answer["result"]]
+        return sorted(rows, key=lambda r: (r[1], r[0]))
+
+    def q3(answer):
+        return [[n for _, n in answer["result"]]]
+
+    def q4(answer):
+        # Peers: week_n 0 = active in the cohort's week (everyone: the signup
+        # itself); Rakam: lead null = cohort size, lead k = week k + 1.
+        rows = [[date, 0 if lead is None else lead + 1, n] for date, lead, n in answer["result"]]
+        return sorted(rows, key=lambda r: (r[0], r[1]))
+
+    def q5(answer):
+        return sorted([[d, c, n] for d, c, n in answer["result"]], key=lambda r: (r[0], r[1]))
+
+    return {
+        "q1_count_by_collection_day": ("/event-explorer/analyze", dict(
+            collections=["add_to_cart", "login", "pageview", "purchase", "search", "signup"],
+            measure={"aggregation": "COUNT"},
+            grouping={"type": "COLUMN", "value": "_collection"},
+            segment={"type": "REFERENCE", "value": "Day"}, **ALL_DATES), q1),
+        "q3_funnel_signup_cart_purchase_7d": ("/funnel/analyze", dict(
+            steps=[{"collection": "signup"}, {"collection": "add_to_cart"}, {"collection": "purchase"}],
+            window={"value": 7, "type": "DAY"}, **ALL_DATES), q3),
+        "q4_weekly_retention_8w": ("/retention/analyze", dict(
+            first_action={"collection": "signup"}, date_unit="WEEK", kind="first_time", period=8,
+            startDate="2024-01-01", endDate="2024-02-25"), q4),
+        "q5_segment_mobile_pageviews_country_day": ("/event-explorer/analyze", dict(
+            collections=["pageview"], measure={"aggregation": "COUNT"},
+            grouping={"type": "REFERENCE", "value": "Day"},
+            segment={"type": "COLUMN", "value": "country"}, segmentLimit=1000,
+            filterExpression="device = 'mobile'", startDate="2024-02-01", endDate="2024-02-29"), q5),
+    }
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port, path, body, headers):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"{path}: {response.status} {data[:500]!r}")
+    return data
+
+
+def start(binary, data_dir):
+    port = free_port()
+    server = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
+                              env=dict(os.environ, RAKAM_LOG="warn"), stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return server, port
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stop(server):
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=600)
+
+
+def load(port, data, write_key, batch_events=20000):
+    raw = open(data + ".ndjson", "rb").read()
+    chunks, begin, count, pos = [], 0, 0, raw.find(b"\n")
+    while pos != -1:
+        count += 1
+        if count == batch_events:
+            chunks.append((begin, pos + 1))
+            begin, count = pos + 1, 0
+        pos = raw.find(b"\n", pos + 1)
+    if begin < len(raw):
+        chunks.append((begin, len(raw)))
+    queue, lock, errors = list(reversed(chunks)), threading.Lock(), []
+    headers = {"content-type": "application/x-ndjson", "write_key": write_key}
+
+    def worker():
+        while True:
+            with lock:
+                if not queue or errors:
+                    return
+                a, b = queue.pop()
+            try:
+                post(port, "/event/bulk", raw[a:b], headers)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def main():
+    a = benchlib.parse_args("rakam", lambda ap: ap.add_argument(
+        "--binary", default=os.environ.get("RAKAM_BIN", "/var/cache/rakam-target/release/rakam")))
+    if not a.only:
+        a.queries = QUERIES.split(",")
+    work = os.path.join(a.work, f"rakam-{a.events}")
+    keys_file = os.path.join(work, "keys.json")
+    load_info = {}
+    if not os.path.exists(keys_file):
+        os.makedirs(work, exist_ok=True)
+        server, port = start(a.binary, os.path.join(work, "data"))
+        try:
+            keys = json.loads(post(port, "/project/create", json.dumps({"name": "bench"}), {}))
+            with benchlib.Step(load_info, "load_http_ndjson"):
+                load(port, a.data, keys["write_key"])
+        finally:
+            stop(server)
+        json.dump(keys, open(keys_file, "w"))
+        print(f"loaded {a.events:,} events in {load_info['load_http_ndjson_s']} s", flush=True)
+    keys = json.load(open(keys_file))
+    server, port = start(a.binary, os.path.join(work, "data"))
+    try:
+        catalog = requests()
+        headers = {"content-type": "application/json", "read_key": keys["read_key"]}
+
+        def run_one(name):
+            path, body, shape = catalog[name]
+            return shape(json.loads(post(port, path, json.dumps(body), headers)))
+
+        queries = benchlib.run_queries(a, run_one)
+        queries["_phase"]["note"] = "other_cores includes the Rakam server, which runs the queries"
+    finally:
+        stop(server)
+    version = subprocess.run([a.binary, "--version"], capture_output=True, text=True).stdout.strip()
+    benchlib.save(a, "rakam", "analysis-http", version, load_info, queries)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,472 @@
+//! `/event-explorer/analyze` and `/event-explorer/statistics`: Rakam's
+//! segmentation. A measure over the chosen collections, grouped and
+//! segmented by a column or a time reference; column groupings keep the
+//! top values and sum the rest as "Others".
+
+use std::time::Instant;
+
+use rakam_store_api::ProjectInfo;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::{AnalysisError, Result};
+use crate::result::{as_i64, Table};
+use crate::scope::TimeScope;
+use crate::sql::{ident, optional_filter, string_literal, TimeReference};
+use crate::{Analyzer, ProjectView};
+
+/// Rakam's limits: 15 groups and 20 segments, the rest as "Others".
+pub const TOP_GROUPS: usize = 15;
+pub const TOP_SEGMENTS: usize = 20;
+/// The most values a request may ask to show before folding.
+pub const MAX_SHOWN: usize = 10_000;
+const COLLECTION: &str = "_collection";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Measure {
+    #[serde(default)]
+    pub column: Option<String>,
+    pub aggregation: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reference {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExplorerRequest {
+    #[serde(default)]
+    pub collections: Vec<String>,
+    pub measure: Option<Measure>,
+    #[serde(default)]
+    pub grouping: Option<Reference>,
+    #[serde(default)]
+    pub segment: Option<Reference>,
+    #[serde(default, rename = "filterExpression", alias = "filter")]
+    pub filter_expression: Option<String>,
+    #[serde(rename = "startDate", alias = "start_date")]
+    pub start_date: Option<String>,
+    #[serde(rename = "endDate", alias = "end_date")]
+    pub end_date: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// How many groups to show before "Others" (default 15, Rakam's).
+    #[serde(default, rename = "groupLimit", alias = "group_limit")]
+    pub group_limit: Option<usize>,
+    /// How many segments to show before "Others" (default 20, Rakam's).
+    #[serde(default, rename = "segmentLimit", alias = "segment_limit")]
+    pub segment_limit: Option<usize>,
+}
+
+fn shown(field: &str, value: Option<usize>, default: usize) -> Result<usize> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=MAX_SHOWN).contains(&n) => Ok(n),
+        Some(n) => Err(AnalysisError::invalid(format!(
+            "{field} {n} is not between 1 and {MAX_SHOWN}"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatisticsRequest {
+    #[serde(default)]
+    pub collections: Option<Vec<String>>,
+    #[serde(default)]
+    pub dimension: Option<String>,
+    #[serde(rename = "startDate", alias = "start_date")]
+    pub start_date: Option<String>,
+    #[serde(rename = "endDate", alias = "end_date")]
+    pub end_date: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// `GET /funnel/segments`: the time references a TIMESTAMP dimension takes.
+pub fn funnel_segments() -> Value {
+    let values: Vec<Value> = TimeReference::ALL
+        .iter()
+        .map(|r| json!({"value": r.name(), "displayName": r.display_name()}))
+        .collect();
+    json!({ "TIMESTAMP": values })
+}
+
+/// `GET /event-explorer/extra_dimensions`.
+pub fn extra_dimensions() -> Value {
+    let mut out = Map::new();
+    for reference in TimeReference::ALL {
+        if let Some(list) = out
+            .entry(reference.category())
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()
+        {
+            list.push(json!(reference.display_name()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// A grouping or segment resolved to SQL.
+struct Axis {
+    /// Name of the output column's prefix (`country`, `_time`, `_collection`).
+    name: String,
+    /// Whether only the top values are shown (column axes, not time).
+    ranked: bool,
+    per_collection: Vec<String>,
+}
+
+fn axis(
+    view: &ProjectView,
+    scope: &TimeScope,
+    collections: &[String],
+    reference: &Reference,
+) -> Result<Axis> {
+    match reference.kind.to_ascii_uppercase().as_str() {
+        "REFERENCE" => {
+            let time = TimeReference::parse(&reference.value).ok_or_else(|| {
+                AnalysisError::invalid(format!("{:?} is not a time reference", reference.value))
+            })?;
+            Ok(Axis {
+                name: "_time".into(),
+                ranked: false,
+                per_collection: collections
+                    .iter()
+                    .map(|_| time.label_sql(scope, "_time"))
+                    .collect(),
+            })
+        }
+        "COLUMN" => {
+            let column = reference.value.trim();
+            let mut per_collection = Vec::new();
+            let mut found = false;
+            for collection in collections {
+                if column == COLLECTION {
+                    found = true;
+                    per_collection.push(string_literal(collection));
+                } else if view.column_type(collection, column)?.is_some() {
+                    found = true;
+                    per_collection.push(format!("CAST({} AS VARCHAR)", ident(column)));
+                } else {
+                    per_collection.push("CAST(NULL AS VARCHAR)".into());
+                }
+            }
+            if !found {
+                return Err(AnalysisError::invalid(format!(
+                    "{column:?} is not a column of the chosen collections"
+                )));
+            }
+            Ok(Axis {
+                name: column.to_string(),
+                ranked: true,
+                per_collection,
+            })
+        }
+        other => Err(AnalysisError::invalid(format!(
+            "reference type {other:?} is not COLUMN or REFERENCE"
+        ))),
+    }
+}
+
+/// The aggregate SQL over column `v`, and the type of its result.
+fn aggregate(
+    view: &ProjectView,
+    collections: &[String],
+    measure: &Measure,
+) -> Result<(String, String)> {
+    let aggregation = measure.aggregation.to_ascii_uppercase();
+    const AGGREGATIONS: [&str; 7] = [
+        "COUNT",
+        "COUNT_UNIQUE",
+        "SUM",
+        "MINIMUM",
+        "MAXIMUM",
+        "AVERAGE",
+        "APPROXIMATE_UNIQUE",
+    ];
+    if !AGGREGATIONS.contains(&aggregation.as_str()) {
+        return Err(AnalysisError::invalid(format!(
+            "aggregation {aggregation:?} is not one of {}",
+            AGGREGATIONS.join(", ")
+        )));
+    }
+    if aggregation == "COUNT" {
+        return Ok(("count(*)".into(), "LONG".into()));
+    }
+    let column = measure
+        .column
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            AnalysisError::invalid(format!("measure.column is required for {aggregation}"))
+        })?;
+    let column_type = collections
+        .iter()
+        .find_map(|c| view.column_type(c, column).ok().flatten().cloned())
+        .ok_or_else(|| {
+            AnalysisError::invalid(format!(
+                "{column:?} is not a column of the chosen collections"
+            ))
+        })?;
+    let numeric = matches!(
+        column_type,
+        rakam_model::FieldType::Long | rakam_model::FieldType::Double
+    );
+    let needs_number = |what: &str| {
+        if numeric {
+            Ok(())
+        } else {
+            Err(AnalysisError::invalid(format!(
+                "{what} needs a numeric column; {column:?} is {}",
+                column_type.name()
+            )))
+        }
+    };
+    Ok(match aggregation.as_str() {
+        "COUNT_UNIQUE" => ("count(DISTINCT v)".into(), "LONG".into()),
+        "APPROXIMATE_UNIQUE" => ("approx_distinct(v)".into(), "LONG".into()),
+        "SUM" => {
+            needs_number("SUM")?;
+            ("sum(v)".into(), column_type.name())
+        }
+        "AVERAGE" => {
+            needs_number("AVERAGE")?;
+            ("avg(v)".into(), "DOUBLE".into())
+        }
+        "MINIMUM" => ("min(v)".into(), column_type.name()),
+        // MAXIMUM: the names were checked above.
+        _ => ("max(v)".into(), column_type.name()),
+    })
+}
+
+impl Analyzer {
+    pub async fn explore(&self, project: &ProjectInfo, request: &ExplorerRequest) -> Result<Value> {
+        let started = Instant::now();
+        if request.collections.is_empty() {
+            return Err(AnalysisError::invalid(
+                "collections must name at least one collection",
+            ));
+        }
+        let measure = request
+            .measure
+            .as_ref()
+            .ok_or_else(|| AnalysisError::invalid("measure body parameter is required"))?;
+        let scope = TimeScope::parse(
+            request.start_date.as_deref(),
+            request.end_date.as_deref(),
+            request.timezone.as_deref(),
+        )?;
+        let view = self.view(project).await?;
+        let collections = request.collections.clone();
+        for collection in &collections {
+            view.schema(collection)?;
+        }
+        let default_segment = Reference {
+            kind: "COLUMN".into(),
+            value: COLLECTION.into(),
+        };
+        let segment = axis(
+            &view,
+            &scope,
+            &collections,
+            request.segment.as_ref().unwrap_or(&default_segment),
+        )?;
+        let grouping = request
+            .grouping
+            .as_ref()
+            .map(|g| axis(&view, &scope, &collections, g))
+            .transpose()?;
+        let (aggregate_sql, value_type) = aggregate(&view, &collections, measure)?;
+        let group_limit = shown("groupLimit", request.group_limit, TOP_GROUPS)?;
+        let segment_limit = shown("segmentLimit", request.segment_limit, TOP_SEGMENTS)?;
+        let filter = optional_filter("filterExpression", request.filter_expression.as_deref())?;
+        let time = scope.time_predicate(0);
+        let value_column = match measure.column.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) if !measure.aggregation.eq_ignore_ascii_case("COUNT") => Some(c.to_string()),
+            _ => None,
+        };
+        let mut selects = Vec::new();
+        for (i, collection) in collections.iter().enumerate() {
+            let v = match &value_column {
+                Some(c) if view.column_type(collection, c)?.is_some() => ident(c),
+                _ => "NULL".into(),
+            };
+            let g = grouping.as_ref().map_or_else(
+                || "CAST(NULL AS VARCHAR)".into(),
+                |g| g.per_collection[i].clone(),
+            );
+            selects.push(format!(
+                "SELECT {g} AS g, {s} AS s, {v} AS v FROM {table} WHERE {time} AND {filter}",
+                s = segment.per_collection[i],
+                table = ident(collection),
+            ));
+        }
+        let events = format!("WITH explorer_events AS ({})", selects.join(" UNION ALL "));
+        let mut grouped = false;
+        let mut g_expr = "g".to_string();
+        let mut s_expr = "s".to_string();
+        if grouping.as_ref().is_some_and(|g| g.ranked) {
+            if let Some(top) = self
+                .top_values(project, &events, "g", &aggregate_sql, group_limit)
+                .await?
+            {
+                g_expr = others_case("g", &top);
+                grouped = true;
+            }
+        }
+        if segment.ranked {
+            if let Some(top) = self
+                .top_values(project, &events, "s", &aggregate_sql, segment_limit)
+                .await?
+            {
+                s_expr = others_case("s", &top);
+                grouped = true;
+            }
+        }
+        let sql = format!(
+            "{events} SELECT {g_expr} AS g, {s_expr} AS s, {aggregate_sql} AS value FROM explorer_events GROUP BY 1, 2 ORDER BY 1 NULLS FIRST, 2 NULLS FIRST"
+        );
+        let rows = self.rows(project, &sql).await?;
+        let segment_name = format!("{}_segment", segment.name);
+        let mut table = match &grouping {
+            Some(g) => Table::new(&[
+                (&format!("{}_group", g.name), "STRING"),
+                (&segment_name, "STRING"),
+                ("value", &value_type),
+            ]),
+            None => Table::new(&[(&segment_name, "STRING"), ("value", &value_type)]),
+        };
+        for row in rows {
+            let mut row = row.into_iter();
+            let (g, s, v) = (row.next(), row.next(), row.next());
+            let (s, v) = (s.unwrap_or(Value::Null), v.unwrap_or(Value::Null));
+            table.rows.push(match grouping {
+                Some(_) => vec![g.unwrap_or(Value::Null), s, v],
+                None => vec![s, v],
+            });
+        }
+        let mut extra = Map::new();
+        extra.insert("grouped".into(), json!(grouped));
+        Ok(table.into_json(started.elapsed(), extra))
+    }
+
+    /// The `limit` values of `column` with the largest measure, or `None`
+    /// when there are no more than `limit` values (nothing to fold).
+    async fn top_values(
+        &self,
+        project: &ProjectInfo,
+        events: &str,
+        column: &str,
+        aggregate_sql: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<Value>>> {
+        let sql = format!(
+            "{events} SELECT {column}, {aggregate_sql} AS value FROM explorer_events GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1 ASC NULLS LAST LIMIT {}",
+            limit + 1
+        );
+        let rows = self.rows(project, &sql).await?;
+        if rows.len() <= limit {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.into_iter()
+                .take(limit)
+                .filter_map(|r| r.into_iter().next())
+                .collect(),
+        ))
+    }
+
+    pub async fn statistics(
+        &self,
+        project: &ProjectInfo,
+        request: &StatisticsRequest,
+    ) -> Result<Value> {
+        let started = Instant::now();
+        let scope = TimeScope::parse(
+            request.start_date.as_deref(),
+            request.end_date.as_deref(),
+            request.timezone.as_deref(),
+        )?;
+        let view = self.view(project).await?;
+        let collections = match &request.collections {
+            Some(list) if !list.is_empty() => {
+                for c in list {
+                    view.schema(c)?;
+                }
+                list.clone()
+            }
+            _ => view.collection_names(),
+        };
+        let reference = match request.dimension.as_deref().filter(|d| !d.is_empty()) {
+            Some(d) => Some(TimeReference::parse(d).ok_or_else(|| {
+                AnalysisError::invalid(format!("dimension {d:?} is not a time reference"))
+            })?),
+            None => None,
+        };
+        let mut table = match reference {
+            Some(r) => Table::new(&[
+                ("collection", "STRING"),
+                (&r.name().to_ascii_lowercase(), "STRING"),
+                ("total", "LONG"),
+            ]),
+            None => Table::new(&[("collection", "STRING"), ("total", "LONG")]),
+        };
+        if collections.is_empty() {
+            return Ok(table.into_json(started.elapsed(), Map::new()));
+        }
+        let time = scope.time_predicate(0);
+        let dimension = reference.map_or_else(
+            || "CAST(NULL AS VARCHAR)".into(),
+            |r| r.label_sql(&scope, "_time"),
+        );
+        let selects: Vec<String> = collections
+            .iter()
+            .map(|c| {
+                format!(
+                    "SELECT {} AS collection, {dimension} AS d FROM {} WHERE {time}",
+                    string_literal(c),
+                    ident(c)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT collection, d, count(*) AS total FROM ({}) GROUP BY 1, 2 ORDER BY 1, 2",
+            selects.join(" UNION ALL ")
+        );
+        for row in self.rows(project, &sql).await? {
+            let collection = row.first().cloned().unwrap_or(Value::Null);
+            let total = json!(row.get(2).map_or(0, as_i64));
+            table.rows.push(match reference {
+                Some(_) => vec![
+                    collection,
+                    row.get(1).cloned().unwrap_or(Value::Null),
+                    total,
+                ],
+                None => vec![collection, total],
+            });
+        }
+        Ok(table.into_json(started.elapsed(), Map::new()))
+    }
+}
+
+fn others_case(column: &str, top: &[Value]) -> String {
+    let mut keep: Vec<String> = top
+        .iter()
+        .filter_map(|v| v.as_str().map(string_literal))
+        .collect();
+    let keeps_null = top.iter().any(Value::is_null);
+    if keep.is_empty() {
+        keep.push("NULL".into());
+    }
+    let null_case = if keeps_null {
+        format!("WHEN {column} IS NULL THEN NULL ")
+    } else {
+        String::new()
+    };
+    format!(
+        "CASE {null_case}WHEN {column} IN ({}) THEN {column} ELSE 'Others' END",
+        keep.join(", ")
+    )
+}

@@ -1,0 +1,109 @@
+//! The analyses people install an analytics platform for: funnels,
+//! retention, segmentation (the event explorer) and user flows. Each request
+//! (Rakam's JSON, unchanged, plus PostHog-style extensions) compiles to one
+//! read-only SQL statement over the project, run by the query engine in the
+//! project's session, where Rakam's aggregate functions (`rakam-udf`) do the
+//! per-user work in one pass. Semantics: `docs/adr/0005-analysis-semantics.md`.
+
+mod context;
+mod error;
+pub mod explorer;
+pub mod flow;
+pub mod funnel;
+mod result;
+pub mod retention;
+mod scope;
+mod sql;
+
+use std::sync::Arc;
+
+use rakam_query::QueryEngine;
+use rakam_store_api::{Catalog, ProjectInfo};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use context::ProjectView;
+pub use error::{AnalysisError, Result};
+pub use scope::{PeriodUnit, TimeScope};
+pub use sql::{check_filter, TimeReference};
+
+/// The analyses the API offers; one entry point runs any of them from its
+/// JSON request, so the HTTP routes and the tests share one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalysisKind {
+    Funnel,
+    Retention,
+    Segmentation,
+    Statistics,
+    Flow,
+}
+
+impl AnalysisKind {
+    /// The metric label and the name used in expected-output files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Funnel => "funnel",
+            Self::Retention => "retention",
+            Self::Segmentation => "explore",
+            Self::Statistics => "statistics",
+            Self::Flow => "flow",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Funnel,
+            Self::Retention,
+            Self::Segmentation,
+            Self::Statistics,
+            Self::Flow,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == text)
+    }
+}
+
+fn typed<T: DeserializeOwned>(request: Value) -> Result<T> {
+    serde_json::from_value(request).map_err(|e| AnalysisError::Malformed(e.to_string()))
+}
+
+#[derive(Debug, Clone)]
+pub struct Analyzer {
+    catalog: Arc<dyn Catalog>,
+    engine: QueryEngine,
+}
+
+impl Analyzer {
+    pub fn new(catalog: Arc<dyn Catalog>, engine: QueryEngine) -> Self {
+        Self { catalog, engine }
+    }
+
+    /// Runs the analysis `kind` asks for with its JSON request.
+    pub async fn run(
+        &self,
+        kind: AnalysisKind,
+        project: &ProjectInfo,
+        request: Value,
+    ) -> Result<Value> {
+        match kind {
+            AnalysisKind::Funnel => self.funnel(project, &typed(request)?).await,
+            AnalysisKind::Retention => self.retention(project, &typed(request)?).await,
+            AnalysisKind::Segmentation => self.explore(project, &typed(request)?).await,
+            AnalysisKind::Statistics => self.statistics(project, &typed(request)?).await,
+            AnalysisKind::Flow => self.flow(project, &typed(request)?).await,
+        }
+    }
+
+    async fn view(&self, project: &ProjectInfo) -> Result<ProjectView> {
+        ProjectView::load(&self.catalog, project).await
+    }
+
+    /// Runs generated SQL in the project's session (same guard, limits and
+    /// timeout as `/query/execute`) and returns the rows as JSON values.
+    async fn rows(&self, project: &ProjectInfo, sql: &str) -> Result<Vec<Vec<Value>>> {
+        tracing::debug!(project = %project.name, sql, "analysis query");
+        let max = self.engine.limits().max_limit;
+        let output = self.engine.execute(project, sql, Some(max)).await?;
+        result::json_rows(&output.batches)
+    }
+}

@@ -1,0 +1,381 @@
+//! The shared machinery of Rakam's aggregate functions: every row a function
+//! sees is three integers `(t, a, b)`; a group (a user) keeps its rows until
+//! the end, then a [`Finisher`] turns them into one `List<Int64>` value.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int64Builder, ListArray, ListBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::PhysicalExpr;
+
+/// One event as an aggregate function sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row {
+    pub t: i64,
+    pub a: i64,
+    pub b: i64,
+}
+
+/// Computes one group's answer from its rows (in no particular order).
+pub trait Finisher: Debug + Send + Sync + 'static {
+    fn finish(&self, rows: &mut [Row]) -> Vec<i64>;
+}
+
+/// The output and state type of every Rakam aggregate: a list of BIGINT.
+pub fn list_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
+}
+
+pub fn state_fields(name: &str) -> Vec<FieldRef> {
+    ["t", "a", "b"]
+        .iter()
+        .map(|part| Arc::new(Field::new(format!("{name}[{part}]"), list_type(), true)))
+        .collect()
+}
+
+/// Reads the constant string argument (the spec) at `index`.
+pub fn literal_spec(exprs: &[Arc<dyn PhysicalExpr>], index: usize) -> Result<String> {
+    let Some(literal) = exprs.get(index).and_then(|e| e.downcast_ref::<Literal>()) else {
+        return exec_err!("argument {} must be a constant string", index + 1);
+    };
+    match literal.value() {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => Ok(s.clone()),
+        ScalarValue::Utf8View(Some(s)) => Ok(s.clone()),
+        other => exec_err!(
+            "argument {} must be a constant string, got {other}",
+            index + 1
+        ),
+    }
+}
+
+fn int_column(values: &[ArrayRef], index: usize) -> Result<&Int64Array> {
+    match values.get(index) {
+        Some(array) => match array.as_primitive_opt::<Int64Type>() {
+            Some(ints) => Ok(ints),
+            None => exec_err!("argument {} must be BIGINT", index + 1),
+        },
+        None => exec_err!("missing argument {}", index + 1),
+    }
+}
+
+/// Visits the rows of an input batch whose three values are all present.
+fn for_each_row(
+    values: &[ArrayRef],
+    filter: Option<&BooleanArray>,
+    mut visit: impl FnMut(usize, Row),
+) -> Result<()> {
+    let (t, a) = (int_column(values, 0)?, int_column(values, 1)?);
+    // Functions of two integer columns take the spec third; their `b` is 0.
+    let b = values
+        .get(2)
+        .and_then(|array| array.as_primitive_opt::<Int64Type>());
+    for i in 0..t.len() {
+        if t.is_null(i) || a.is_null(i) || b.is_some_and(|b| b.is_null(i)) {
+            continue;
+        }
+        if filter.is_some_and(|f| f.is_null(i) || !f.value(i)) {
+            continue;
+        }
+        visit(
+            i,
+            Row {
+                t: t.value(i),
+                a: a.value(i),
+                b: b.map_or(0, |b| b.value(i)),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Visits the rows packed in state lists (`t`, `a`, `b` lists per group).
+fn for_each_state_row(values: &[ArrayRef], mut visit: impl FnMut(usize, Row)) -> Result<()> {
+    let lists: Vec<&ListArray> = values
+        .iter()
+        .take(3)
+        .map(|array| array.as_list_opt::<i32>())
+        .collect::<Option<_>>()
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("bad state".into()))?;
+    let [t, a, b] = lists.as_slice() else {
+        return exec_err!("state must have three lists");
+    };
+    for i in 0..t.len() {
+        if t.is_null(i) {
+            continue;
+        }
+        let (ts, as_, bs) = (t.value(i), a.value(i), b.value(i));
+        let (ts, as_, bs) = (
+            ts.as_primitive::<Int64Type>(),
+            as_.as_primitive::<Int64Type>(),
+            bs.as_primitive::<Int64Type>(),
+        );
+        for j in 0..ts.len() {
+            visit(
+                i,
+                Row {
+                    t: ts.value(j),
+                    a: as_.value(j),
+                    b: bs.value(j),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn state_arrays<'a>(groups: impl Iterator<Item = &'a Vec<Row>>) -> Vec<ArrayRef> {
+    let mut builders = [
+        ListBuilder::new(Int64Builder::new()),
+        ListBuilder::new(Int64Builder::new()),
+        ListBuilder::new(Int64Builder::new()),
+    ];
+    for rows in groups {
+        for row in rows {
+            builders[0].values().append_value(row.t);
+            builders[1].values().append_value(row.a);
+            builders[2].values().append_value(row.b);
+        }
+        for builder in &mut builders {
+            builder.append(true);
+        }
+    }
+    builders
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+        .collect()
+}
+
+/// Per-group state for GROUP BY queries: one row vector per group.
+#[derive(Debug)]
+pub struct RowsGroupsAccumulator<F: Finisher> {
+    groups: Vec<Vec<Row>>,
+    finisher: Arc<F>,
+}
+
+impl<F: Finisher> RowsGroupsAccumulator<F> {
+    pub fn new(finisher: Arc<F>) -> Self {
+        Self {
+            groups: Vec::new(),
+            finisher,
+        }
+    }
+}
+
+impl<F: Finisher> GroupsAccumulator for RowsGroupsAccumulator<F> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let groups = &mut self.groups;
+        for_each_row(values, opt_filter, |i, row| {
+            if let Some(group) = group_indices.get(i).and_then(|g| groups.get_mut(*g)) {
+                group.push(row);
+            }
+        })
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut emitted = emit_to.take_needed(&mut self.groups);
+        let mut builder = ListBuilder::new(Int64Builder::new());
+        for rows in &mut emitted {
+            builder.append_value(self.finisher.finish(rows).into_iter().map(Some));
+        }
+        Ok(Arc::new(builder.finish()))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let emitted = emit_to.take_needed(&mut self.groups);
+        Ok(state_arrays(emitted.iter()))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let groups = &mut self.groups;
+        for_each_state_row(values, |i, row| {
+            if let Some(group) = group_indices.get(i).and_then(|g| groups.get_mut(*g)) {
+                group.push(row);
+            }
+        })
+    }
+
+    /// Each input row as its own one-row state (skipped rows as empty
+    /// lists), for DataFusion's skip-partial-aggregation path.
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let len = values.first().map_or(0, |v| v.len());
+        let mut rows: Vec<Vec<Row>> = vec![Vec::new(); len];
+        for_each_row(values, opt_filter, |i, row| {
+            if let Some(slot) = rows.get_mut(i) {
+                slot.push(row);
+            }
+        })?;
+        Ok(state_arrays(rows.iter()))
+    }
+
+    fn size(&self) -> usize {
+        self.groups.capacity() * std::mem::size_of::<Vec<Row>>()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.capacity() * std::mem::size_of::<Row>())
+                .sum::<usize>()
+    }
+}
+
+/// The state of an aggregate without GROUP BY: one group.
+#[derive(Debug)]
+pub struct RowsAccumulator<F: Finisher> {
+    rows: Vec<Row>,
+    finisher: Arc<F>,
+}
+
+impl<F: Finisher> RowsAccumulator<F> {
+    pub fn new(finisher: Arc<F>) -> Self {
+        Self {
+            rows: Vec::new(),
+            finisher,
+        }
+    }
+}
+
+impl<F: Finisher> Accumulator for RowsAccumulator<F> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let rows = &mut self.rows;
+        for_each_row(values, None, |_, row| rows.push(row))
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let values = self.finisher.finish(&mut self.rows);
+        let array = Int64Array::from(values);
+        Ok(ScalarValue::List(Arc::new(
+            ListArray::try_new(
+                Arc::new(Field::new_list_field(DataType::Int64, true)),
+                datafusion::arrow::buffer::OffsetBuffer::from_lengths([array.len()]),
+                Arc::new(array),
+                None,
+            )
+            .map_err(|e| datafusion::error::DataFusionError::ArrowError(Box::new(e), None))?,
+        )))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.rows.capacity() * std::mem::size_of::<Row>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let arrays = state_arrays(std::iter::once(&self.rows));
+        arrays
+            .iter()
+            .map(|array| ScalarValue::try_from_array(array, 0))
+            .collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = &mut self.rows;
+        for_each_state_row(states, |_, row| rows.push(row))
+    }
+}
+
+/// Declares an aggregate UDF over `(t, a, b, spec)` whose spec type `$spec`
+/// parses with `$spec::parse(&str)` and computes with [`Finisher`].
+macro_rules! rows_udaf {
+    ($udaf:ident, $name:expr, $spec:ty, [$($arg:expr),* $(,)?]) => {
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        pub struct $udaf {
+            signature: datafusion::logical_expr::Signature,
+        }
+
+        impl $udaf {
+            pub fn new() -> Self {
+                Self {
+                    signature: datafusion::logical_expr::Signature::exact(
+                        vec![$($arg),*],
+                        datafusion::logical_expr::Volatility::Immutable,
+                    ),
+                }
+            }
+
+            fn spec_of(
+                args: &datafusion::logical_expr::function::AccumulatorArgs,
+            ) -> datafusion::common::Result<std::sync::Arc<$spec>> {
+                let text = $crate::event_rows::literal_spec(args.exprs, args.exprs.len() - 1)?;
+                Ok(std::sync::Arc::new(<$spec>::parse(&text)?))
+            }
+        }
+
+        impl Default for $udaf {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl datafusion::logical_expr::AggregateUDFImpl for $udaf {
+            fn name(&self) -> &str {
+                $name
+            }
+
+            fn signature(&self) -> &datafusion::logical_expr::Signature {
+                &self.signature
+            }
+
+            fn return_type(
+                &self,
+                _arg_types: &[datafusion::arrow::datatypes::DataType],
+            ) -> datafusion::common::Result<datafusion::arrow::datatypes::DataType> {
+                Ok($crate::event_rows::list_type())
+            }
+
+            fn accumulator(
+                &self,
+                args: datafusion::logical_expr::function::AccumulatorArgs,
+            ) -> datafusion::common::Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+                Ok(Box::new($crate::event_rows::RowsAccumulator::new(
+                    Self::spec_of(&args)?,
+                )))
+            }
+
+            fn state_fields(
+                &self,
+                args: datafusion::logical_expr::function::StateFieldsArgs,
+            ) -> datafusion::common::Result<Vec<datafusion::arrow::datatypes::FieldRef>> {
+                Ok($crate::event_rows::state_fields(args.name))
+            }
+
+            fn groups_accumulator_supported(
+                &self,
+                _args: datafusion::logical_expr::function::AccumulatorArgs,
+            ) -> bool {
+                true
+            }
+
+            fn create_groups_accumulator(
+                &self,
+                args: datafusion::logical_expr::function::AccumulatorArgs,
+            ) -> datafusion::common::Result<Box<dyn datafusion::logical_expr::GroupsAccumulator>>
+            {
+                Ok(Box::new($crate::event_rows::RowsGroupsAccumulator::new(
+                    Self::spec_of(&args)?,
+                )))
+            }
+        }
+    };
+}
+pub(crate) use rows_udaf;
