@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{AnalysisError, Result};
 use crate::result::{as_i64, Table};
-use crate::scope::TimeScope;
+use crate::scope::{DateRange, TimeScope};
 use crate::sql::{ident, optional_filter, string_literal, TimeReference};
 use crate::{Analyzer, ProjectView};
 
@@ -47,12 +47,8 @@ pub struct ExplorerRequest {
     pub segment: Option<Reference>,
     #[serde(default, rename = "filterExpression", alias = "filter")]
     pub filter_expression: Option<String>,
-    #[serde(rename = "startDate", alias = "start_date")]
-    pub start_date: Option<String>,
-    #[serde(rename = "endDate", alias = "end_date")]
-    pub end_date: Option<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
+    #[serde(flatten)]
+    pub range: DateRange,
     /// How many groups to show before "Others" (default 15, Rakam's).
     #[serde(default, rename = "groupLimit", alias = "group_limit")]
     pub group_limit: Option<usize>,
@@ -77,12 +73,8 @@ pub struct StatisticsRequest {
     pub collections: Option<Vec<String>>,
     #[serde(default)]
     pub dimension: Option<String>,
-    #[serde(rename = "startDate", alias = "start_date")]
-    pub start_date: Option<String>,
-    #[serde(rename = "endDate", alias = "end_date")]
-    pub end_date: Option<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
+    #[serde(flatten)]
+    pub range: DateRange,
 }
 
 /// `GET /funnel/segments`: the time references a TIMESTAMP dimension takes.
@@ -115,7 +107,18 @@ struct Axis {
     name: String,
     /// Whether only the top values are shown (column axes, not time).
     ranked: bool,
+    /// Per collection, the SQL of the axis value of an event.
     per_collection: Vec<String>,
+    /// Set when the values are period numbers, labelled after grouping.
+    bucket: Option<TimeReference>,
+}
+
+impl Axis {
+    /// The output (label) of the axis column `column` in the final query.
+    fn output(&self, column: &str) -> String {
+        self.bucket
+            .map_or_else(|| column.to_string(), |r| r.bucket_label_sql(column))
+    }
 }
 
 fn axis(
@@ -129,13 +132,15 @@ fn axis(
             let time = TimeReference::parse(&reference.value).ok_or_else(|| {
                 AnalysisError::invalid(format!("{:?} is not a time reference", reference.value))
             })?;
+            let bucket = time.bucket_sql(scope, "_time");
+            let value = bucket
+                .clone()
+                .unwrap_or_else(|| time.label_sql(scope, "_time"));
             Ok(Axis {
                 name: "_time".into(),
                 ranked: false,
-                per_collection: collections
-                    .iter()
-                    .map(|_| time.label_sql(scope, "_time"))
-                    .collect(),
+                per_collection: vec![value; collections.len()],
+                bucket: bucket.map(|_| time),
             })
         }
         "COLUMN" => {
@@ -162,6 +167,7 @@ fn axis(
                 name: column.to_string(),
                 ranked: true,
                 per_collection,
+                bucket: None,
             })
         }
         other => Err(AnalysisError::invalid(format!(
@@ -253,11 +259,7 @@ impl Analyzer {
             .measure
             .as_ref()
             .ok_or_else(|| AnalysisError::invalid("measure body parameter is required"))?;
-        let scope = TimeScope::parse(
-            request.start_date.as_deref(),
-            request.end_date.as_deref(),
-            request.timezone.as_deref(),
-        )?;
+        let scope = request.range.scope()?;
         let view = self.view(project).await?;
         let collections = request.collections.clone();
         for collection in &collections {
@@ -325,8 +327,14 @@ impl Analyzer {
                 grouped = true;
             }
         }
+        // Period buckets are grouped as numbers and labelled per group; the
+        // labels sort as the numbers do.
+        let g_label = grouping
+            .as_ref()
+            .map_or_else(|| g_expr.clone(), |g| g.output(&g_expr));
+        let s_label = segment.output(&s_expr);
         let sql = format!(
-            "{events} SELECT {g_expr} AS g, {s_expr} AS s, {aggregate_sql} AS value FROM explorer_events GROUP BY 1, 2 ORDER BY 1 NULLS FIRST, 2 NULLS FIRST"
+            "{events} SELECT {g_label} AS group_label, {s_label} AS segment_label, {aggregate_sql} AS value FROM explorer_events GROUP BY {g_expr}, {s_expr} ORDER BY {g_expr} NULLS FIRST, {s_expr} NULLS FIRST"
         );
         let rows = self.rows(project, &sql).await?;
         let segment_name = format!("{}_segment", segment.name);
@@ -384,11 +392,7 @@ impl Analyzer {
         request: &StatisticsRequest,
     ) -> Result<Value> {
         let started = Instant::now();
-        let scope = TimeScope::parse(
-            request.start_date.as_deref(),
-            request.end_date.as_deref(),
-            request.timezone.as_deref(),
-        )?;
+        let scope = request.range.scope()?;
         let view = self.view(project).await?;
         let collections = match &request.collections {
             Some(list) if !list.is_empty() => {

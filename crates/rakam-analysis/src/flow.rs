@@ -11,14 +11,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{AnalysisError, Result};
-use crate::funnel::FunnelWindow;
 use crate::result::{as_i64, Table};
-use crate::scope::TimeScope;
+use crate::scope::{DateRange, Span, DAY_MS};
 use crate::sql::{ident, optional_filter, string_literal};
 use crate::Analyzer;
 
 pub const DEFAULT_DEPTH: i64 = 5;
-const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct FlowEvent {
@@ -40,45 +38,17 @@ pub struct FlowRequest {
     pub depth: Option<i64>,
     /// How far from the anchor a path reaches (default one day).
     #[serde(default)]
-    pub window: Option<FunnelWindow>,
+    pub window: Option<Span>,
     /// A path also ends at a pause longer than this between two events.
     #[serde(default, rename = "sessionGap", alias = "session_gap")]
-    pub session_gap: Option<FunnelWindow>,
+    pub session_gap: Option<Span>,
     /// Which collections may appear on a path (default: all).
     #[serde(default)]
     pub collections: Option<Vec<String>>,
-    #[serde(rename = "startDate", alias = "start_date")]
-    pub start_date: Option<String>,
-    #[serde(rename = "endDate", alias = "end_date")]
-    pub end_date: Option<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
+    #[serde(flatten)]
+    pub range: DateRange,
     #[serde(default)]
     pub connectors: Option<Vec<String>>,
-}
-
-fn duration_ms(field: &str, window: &FunnelWindow) -> Result<i64> {
-    let unit = match window.unit.to_ascii_uppercase().as_str() {
-        "SECOND" => 1_000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        "DAY" => DAY_MS,
-        "WEEK" => 7 * DAY_MS,
-        other => {
-            return Err(AnalysisError::invalid(format!(
-                "{field}.type {other:?} is not SECOND, MINUTE, HOUR, DAY or WEEK"
-            )))
-        }
-    };
-    if window.value <= 0 {
-        return Err(AnalysisError::invalid(format!(
-            "{field}.value must be positive"
-        )));
-    }
-    window
-        .value
-        .checked_mul(unit)
-        .ok_or_else(|| AnalysisError::invalid(format!("{field} is too long")))
 }
 
 impl Analyzer {
@@ -100,19 +70,15 @@ impl Analyzer {
             )));
         }
         let window_ms = match &request.window {
-            Some(w) => duration_ms("window", w)?,
+            Some(w) => w.to_ms("window")?,
             None => DAY_MS,
         };
         let session_gap_ms = request
             .session_gap
             .as_ref()
-            .map(|g| duration_ms("sessionGap", g))
+            .map(|g| g.to_ms("sessionGap"))
             .transpose()?;
-        let scope = TimeScope::parse(
-            request.start_date.as_deref(),
-            request.end_date.as_deref(),
-            request.timezone.as_deref(),
-        )?;
+        let scope = request.range.scope()?;
         let view = self.view(project).await?;
         view.schema(&anchor.collection)?;
         let anchor_filter =

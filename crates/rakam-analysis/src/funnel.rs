@@ -11,13 +11,12 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{AnalysisError, Result};
 use crate::result::{as_i64, as_label, Table};
-use crate::scope::{PeriodUnit, TimeScope};
+use crate::scope::{DateRange, PeriodUnit, Span, TimeScope};
 use crate::sql::{ident, optional_filter, string_literal, TimeReference};
 use crate::{Analyzer, ProjectView};
 
 /// Dimension values shown one by one; the rest are summed as "Others".
 pub const TOP_DIMENSIONS: usize = 15;
-const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct FunnelStep {
@@ -25,13 +24,6 @@ pub struct FunnelStep {
     #[serde(default, alias = "filter_expression", alias = "filter")]
     #[serde(rename = "filterExpression")]
     pub filter_expression: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct FunnelWindow {
-    pub value: i64,
-    #[serde(rename = "type")]
-    pub unit: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,18 +46,14 @@ fn one() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 pub struct FunnelRequest {
     pub steps: Vec<FunnelStep>,
-    #[serde(rename = "startDate", alias = "start_date")]
-    pub start_date: Option<String>,
-    #[serde(rename = "endDate", alias = "end_date")]
-    pub end_date: Option<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
+    #[serde(flatten)]
+    pub range: DateRange,
     #[serde(default)]
     pub dimension: Option<String>,
     #[serde(default)]
     pub segment: Option<String>,
     #[serde(default)]
-    pub window: Option<FunnelWindow>,
+    pub window: Option<Span>,
     #[serde(default)]
     pub connectors: Option<Vec<String>>,
     #[serde(default, rename = "strictOrdering")]
@@ -105,29 +93,7 @@ impl FunnelRequest {
     }
 
     fn window_ms(&self) -> Result<Option<i64>> {
-        let Some(window) = &self.window else {
-            return Ok(None);
-        };
-        let unit_ms = match window.unit.to_ascii_uppercase().as_str() {
-            "MINUTE" => 60_000,
-            "HOUR" => 3_600_000,
-            "DAY" => DAY_MS,
-            "WEEK" => 7 * DAY_MS,
-            "MONTH" => 30 * DAY_MS,
-            other => {
-                return Err(AnalysisError::invalid(format!(
-                    "window type {other:?} is not MINUTE, HOUR, DAY, WEEK or MONTH"
-                )))
-            }
-        };
-        if window.value <= 0 {
-            return Err(AnalysisError::invalid("window value must be positive"));
-        }
-        window
-            .value
-            .checked_mul(unit_ms)
-            .map(Some)
-            .ok_or_else(|| AnalysisError::invalid("window is too long"))
+        self.window.as_ref().map(|w| w.to_ms("window")).transpose()
     }
 }
 
@@ -313,11 +279,7 @@ fn counts_sql(steps: usize) -> String {
 impl Analyzer {
     pub async fn funnel(&self, project: &ProjectInfo, request: &FunnelRequest) -> Result<Value> {
         let started = Instant::now();
-        let scope = TimeScope::parse(
-            request.start_date.as_deref(),
-            request.end_date.as_deref(),
-            request.timezone.as_deref(),
-        )?;
+        let scope = request.range.scope()?;
         let series_unit = request
             .time_series
             .as_deref()

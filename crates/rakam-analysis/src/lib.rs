@@ -24,7 +24,7 @@ use serde_json::Value;
 
 pub use context::ProjectView;
 pub use error::{AnalysisError, Result};
-pub use scope::{PeriodUnit, TimeScope};
+pub use scope::{DateRange, PeriodUnit, Span, TimeScope};
 pub use sql::{check_filter, TimeReference};
 
 /// The analyses the API offers; one entry point runs any of them from its

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{AnalysisError, Result};
 use crate::result::{as_i64, as_label, Table};
-use crate::scope::{timestamp_literal, PeriodUnit, TimeScope};
+use crate::scope::{timestamp_literal, DateRange, PeriodUnit, TimeScope};
 use crate::sql::{ident, optional_filter, string_literal};
 use crate::{Analyzer, ProjectView};
 
@@ -42,12 +42,8 @@ pub struct RetentionRequest {
     /// How many leads to report after the cohort's own period.
     #[serde(default)]
     pub period: Option<i64>,
-    #[serde(rename = "startDate", alias = "start_date")]
-    pub start_date: Option<String>,
-    #[serde(rename = "endDate", alias = "end_date")]
-    pub end_date: Option<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
+    #[serde(flatten)]
+    pub range: DateRange,
     #[serde(default)]
     pub approximate: Option<bool>,
     #[serde(default)]
@@ -240,11 +236,7 @@ impl Analyzer {
         request: &RetentionRequest,
     ) -> Result<Value> {
         let started = Instant::now();
-        let scope = TimeScope::parse(
-            request.start_date.as_deref(),
-            request.end_date.as_deref(),
-            request.timezone.as_deref(),
-        )?;
+        let scope = request.range.scope()?;
         let view = self.view(project).await?;
         let (compiled, unit) = compile(&view, request, &scope)?;
         let rows = self.rows(project, &compiled.sql).await?;

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde::Deserialize;
 
 use crate::error::{AnalysisError, Result};
 
@@ -35,6 +36,67 @@ fn local_midnight_ms(tz: &Tz, date: NaiveDate) -> Result<i64> {
         })
         .ok_or_else(|| AnalysisError::invalid(format!("{date} has no midnight in {tz}")))?;
     Ok(local.timestamp_millis())
+}
+
+/// The date range and time zone every analysis request carries (Rakam's
+/// field names, snake_case accepted too).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DateRange {
+    #[serde(default, rename = "startDate", alias = "start_date")]
+    pub start_date: Option<String>,
+    #[serde(default, rename = "endDate", alias = "end_date")]
+    pub end_date: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+impl DateRange {
+    pub fn scope(&self) -> Result<TimeScope> {
+        TimeScope::parse(
+            self.start_date.as_deref(),
+            self.end_date.as_deref(),
+            self.timezone.as_deref(),
+        )
+    }
+}
+
+/// A length of time as Rakam writes it: `{"value": 7, "type": "DAY"}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Span {
+    pub value: i64,
+    #[serde(rename = "type")]
+    pub unit: String,
+}
+
+impl Span {
+    /// Milliseconds; `field` names the request field in errors. A month is
+    /// 30 days (a window, not a calendar period).
+    pub fn to_ms(&self, field: &str) -> Result<i64> {
+        const UNITS: [(&str, i64); 6] = [
+            ("SECOND", 1_000),
+            ("MINUTE", 60_000),
+            ("HOUR", 3_600_000),
+            ("DAY", DAY_MS),
+            ("WEEK", 7 * DAY_MS),
+            ("MONTH", 30 * DAY_MS),
+        ];
+        let unit = self.unit.to_ascii_uppercase();
+        let Some((_, unit_ms)) = UNITS.iter().find(|(name, _)| *name == unit) else {
+            let names: Vec<&str> = UNITS.iter().map(|(name, _)| *name).collect();
+            return Err(AnalysisError::invalid(format!(
+                "{field}.type {unit:?} is not one of {}",
+                names.join(", ")
+            )));
+        };
+        if self.value <= 0 {
+            return Err(AnalysisError::invalid(format!(
+                "{field}.value must be positive"
+            )));
+        }
+        self.value
+            .checked_mul(*unit_ms)
+            .ok_or_else(|| AnalysisError::invalid(format!("{field} is too long")))
+    }
 }
 
 impl TimeScope {
@@ -121,7 +183,7 @@ pub enum PeriodUnit {
     Month,
 }
 
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 impl PeriodUnit {
     pub fn parse(text: &str) -> Result<Self> {

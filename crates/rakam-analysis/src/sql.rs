@@ -6,7 +6,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AnalysisError, Result};
-use crate::scope::TimeScope;
+use crate::scope::{TimeScope, DAY_MS};
 
 /// A double-quoted identifier.
 pub fn ident(name: &str) -> String {
@@ -122,9 +122,41 @@ impl TimeReference {
         Self::ALL.into_iter().find(|r| r.name() == wanted)
     }
 
+    /// For the calendar periods that are a fixed number of local
+    /// milliseconds (hours, days, Monday-weeks): the SQL numbering an event's
+    /// period, cheap per row (integer division, no strings). The label is
+    /// made once per group by [`Self::bucket_label_sql`].
+    pub fn bucket_sql(self, scope: &TimeScope, column: &str) -> Option<String> {
+        let local_ms = scope.local_ms(column);
+        match self {
+            Self::Hour => Some(format!("({local_ms} / {HOUR_MS})")),
+            Self::Day => Some(format!("({local_ms} / {DAY_MS})")),
+            // 1970-01-01 was a Thursday: shifting by 3 days starts weeks on Monday.
+            Self::Week => Some(format!("(({local_ms} / {DAY_MS} + 3) / 7)")),
+            _ => None,
+        }
+    }
+
+    /// The label of a bucket number made by [`Self::bucket_sql`]: the same
+    /// text [`Self::label_sql`] gives for any event of the period.
+    pub fn bucket_label_sql(self, bucket: &str) -> String {
+        let start_ms = match self {
+            Self::Hour => format!("{bucket} * {HOUR_MS}"),
+            Self::Week => format!("({bucket} * 7 - 3) * {DAY_MS}"),
+            _ => format!("{bucket} * {DAY_MS}"),
+        };
+        self.label_of_local(&format!(
+            "arrow_cast({start_ms}, 'Timestamp(Millisecond, None)')"
+        ))
+    }
+
     /// SQL producing the label of `column` (a timestamp) in `scope`'s zone.
     pub fn label_sql(self, scope: &TimeScope, column: &str) -> String {
-        let lt = scope.local_timestamp(column);
+        self.label_of_local(&scope.local_timestamp(column))
+    }
+
+    /// The label of a local wall-clock timestamp `lt`.
+    fn label_of_local(self, lt: &str) -> String {
         let part = |p: &str| format!("CAST(date_part('{p}', {lt}) AS BIGINT)");
         let date_of =
             |unit: &str| format!("CAST(CAST(date_trunc('{unit}', {lt}) AS DATE) AS VARCHAR)");
@@ -147,6 +179,8 @@ impl TimeReference {
         }
     }
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 #[cfg(test)]
 mod tests {
