@@ -214,7 +214,8 @@ fn compile(
     } else {
         format!(
             "WITH retention_events AS ({events}), \
-             retention_users AS (SELECT c, rakam_retention(p, f, {spec_literal}) AS r FROM retention_events WHERE c IS NOT NULL GROUP BY c), \
+             person_periods AS (SELECT c, p, bit_or(f) AS f FROM retention_events WHERE c IS NOT NULL GROUP BY c, p), \
+             retention_users AS (SELECT c, rakam_retention(p, f, {spec_literal}) AS r FROM person_periods GROUP BY c), \
              cells AS (SELECT unnest(r) AS v FROM retention_users) \
              SELECT v >> {LEAD_BITS} AS cohort, (v & {mask}) - 1 AS lead, count(*) AS users FROM cells GROUP BY 1, 2",
             events = selects.join(" UNION ALL ")
