@@ -75,7 +75,9 @@ impl ProjectView {
     /// (several are combined into one key). By default it is `_user`, or
     /// `coalesce(_user, _device_id)` when `device_hint` (the first step's
     /// collection) carries `_device_id`, as Rakam does. Keys are compared as
-    /// strings whenever the collections disagree on the column's type.
+    /// strings whenever the collections disagree on the column's type. A
+    /// collection with neither column gets a null key: its events are left
+    /// out.
     pub fn connectors(
         &self,
         collections: &[String],
@@ -128,11 +130,9 @@ impl ProjectView {
                 (true, true) => format!("coalesce({}, {})", as_text(USER), as_text(DEVICE_ID)),
                 (true, false) => as_text(USER),
                 (false, _) if has_device => as_text(DEVICE_ID),
-                (false, _) => {
-                    return Err(AnalysisError::invalid(format!(
-                        "collection {collection:?} has neither _user nor _device_id, so its events cannot be tied to a user"
-                    )))
-                }
+                // Nothing ties these events to a person: they take part in
+                // no analysis, like events whose identity is null.
+                (false, _) => "CAST(NULL AS VARCHAR)".to_string(),
             };
             out.insert(collection.clone(), expr);
         }
