@@ -12,19 +12,17 @@ the peers' row shape and written as `rakam-analysis-<N>.json`, so
     python3 bench/analysis_http.py --data /tmp/evbench/data/events_1000000
     python3 ../shared/bench/compare.py --events 1000000
 """
-import http.client
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "shared", "bench"))
+sys.path.insert(0, HERE)
 import benchlib  # noqa: E402
+import rakam_server  # noqa: E402
+from rakam_server import start, stop  # noqa: E402
 
 QUERIES = "q1_count_by_collection_day,q3_funnel_signup_cart_purchase_7d,q4_weekly_retention_8w,q5_segment_mobile_pageviews_country_day"
 ALL_DATES = {"startDate": "2024-01-01", "endDate": "2024-03-31"}
@@ -68,76 +66,14 @@ def requests():
     }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def load(port, data, write_key, batch_events=20000):
+    chunks = rakam_server.ndjson_chunks(open(data + ".ndjson", "rb").read(), batch_events)
+    headers = {"content-type": "application/x-ndjson", "write_key": write_key}
+    rakam_server.send_all(port, "/event/bulk", chunks, headers)
 
 
 def post(port, path, body, headers):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
-    conn.request("POST", path, body=body, headers=headers)
-    response = conn.getresponse()
-    data = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"{path}: {response.status} {data[:500]!r}")
-    return data
-
-
-def start(binary, data_dir):
-    port = free_port()
-    server = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
-                              env=dict(os.environ, RAKAM_LOG="warn"), stdout=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return server, port
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def stop(server):
-    server.send_signal(signal.SIGINT)
-    server.wait(timeout=600)
-
-
-def load(port, data, write_key, batch_events=20000):
-    raw = open(data + ".ndjson", "rb").read()
-    chunks, begin, count, pos = [], 0, 0, raw.find(b"\n")
-    while pos != -1:
-        count += 1
-        if count == batch_events:
-            chunks.append((begin, pos + 1))
-            begin, count = pos + 1, 0
-        pos = raw.find(b"\n", pos + 1)
-    if begin < len(raw):
-        chunks.append((begin, len(raw)))
-    queue, lock, errors = list(reversed(chunks)), threading.Lock(), []
-    headers = {"content-type": "application/x-ndjson", "write_key": write_key}
-
-    def worker():
-        while True:
-            with lock:
-                if not queue or errors:
-                    return
-                a, b = queue.pop()
-            try:
-                post(port, "/event/bulk", raw[a:b], headers)
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    return rakam_server.post(rakam_server.connect(port), path, body, headers)
 
 
 def main():

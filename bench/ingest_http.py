@@ -11,22 +11,16 @@ bytes per event, and ack-to-visible latency. Writes a peer-shaped result file
     python3 bench/ingest_http.py --data /tmp/evbench/data/events_1000000
 """
 import argparse
-import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
+import sys
 import tempfile
-import threading
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rakam_server  # noqa: E402
 
 
 def proc_cpu_s(pid):
@@ -52,15 +46,6 @@ def dir_bytes(path):
     return total
 
 
-def post(conn, path, body, headers):
-    conn.request("POST", path, body=body, headers=headers)
-    response = conn.getresponse()
-    data = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"{path}: {response.status} {data[:300]!r}")
-    return data
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="/tmp/evbench/data/events_1000000")
@@ -74,74 +59,24 @@ def main():
 
     meta = json.load(open(a.data + ".meta.json"))
     events = meta["events"]
-    raw = open(a.data + ".ndjson", "rb").read()
-    chunks, start, count = [], 0, 0
-    position = raw.find(b"\n")
-    while position != -1:
-        count += 1
-        if count == a.batch_events:
-            chunks.append(raw[start:position + 1])
-            start, count = position + 1, 0
-        position = raw.find(b"\n", position + 1)
-    if start < len(raw):
-        chunks.append(raw[start:])
-    del raw
+    chunks = rakam_server.ndjson_chunks(open(a.data + ".ndjson", "rb").read(), a.batch_events)
 
     work = tempfile.mkdtemp(prefix="rakam-bench-")
-    port = free_port()
-    env = dict(os.environ, RAKAM_LOG="warn")
-    server = subprocess.Popen(
-        [a.binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", work + "/data",
-         "--durability", a.durability],
-        env=env, stdout=subprocess.DEVNULL)
+    server, port = rakam_server.start(a.binary, work + "/data", ["--durability", a.durability], wait_s=60)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
         time.sleep(1.0)
         idle_rss_mb = proc_mem_kb(server.pid, "VmRSS") / 1024
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        keys = json.loads(post(c, "/project/create", json.dumps({"name": "bench"}), {}))
+        c = rakam_server.connect(port, timeout=600)
+        keys = json.loads(rakam_server.post(c, "/project/create", json.dumps({"name": "bench"}), {}))
         headers = {"content-type": "application/x-ndjson", "write_key": keys["write_key"]}
-
-        queue = list(reversed(chunks))
-        lock = threading.Lock()
-        errors = []
-
-        def worker():
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            while True:
-                with lock:
-                    if not queue or errors:
-                        return
-                    body = queue.pop()
-                try:
-                    post(conn, "/event/bulk", body, headers)
-                except Exception as error:  # noqa: BLE001 - reported below
-                    errors.append(error)
-                    return
 
         cpu_before = proc_cpu_s(server.pid)
         started = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(a.connections)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        rakam_server.send_all(port, "/event/bulk", chunks, headers, a.connections)
         elapsed = time.perf_counter() - started
         cpu = proc_cpu_s(server.pid) - cpu_before
-        if errors:
-            raise errors[0]
         read = {"content-type": "application/json", "read_key": keys["read_key"]}
-        total = json.loads(post(c, "/query/execute", json.dumps({"query": "SELECT count(*) FROM _all"}), read))
+        total = json.loads(rakam_server.post(c, "/query/execute", json.dumps({"query": "SELECT count(*) FROM _all"}), read))
         stored = total["result"][0][0]
         assert stored == events, (stored, events)
 
@@ -150,11 +85,11 @@ def main():
         write = {"content-type": "application/json"}
         for n in range(20):
             body = json.dumps({"collection": "latency", "api": {"api_key": keys["write_key"]}, "properties": {"n": n}})
-            post(c, "/event/collect", body, write)
+            rakam_server.post(c, "/event/collect", body, write)
             acked = time.perf_counter()
             while True:
                 q = json.dumps({"query": f"SELECT count(*) FROM latency WHERE n = {n}"})
-                if json.loads(post(c, "/query/execute", q, read))["result"][0][0] == 1:
+                if json.loads(rakam_server.post(c, "/query/execute", q, read))["result"][0][0] == 1:
                     break
             latencies.append((time.perf_counter() - acked) * 1000)
         peak_rss_mb = proc_mem_kb(server.pid, "VmHWM") / 1024
