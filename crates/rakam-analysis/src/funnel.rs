@@ -58,6 +58,8 @@ pub struct FunnelRequest {
     pub connectors: Option<Vec<String>>,
     #[serde(default, rename = "strictOrdering")]
     pub strict_ordering: Option<bool>,
+    /// Rakam's flag for estimated counts; accepted and ignored, because
+    /// the one-pass functions count people exactly at no extra cost.
     #[serde(default)]
     pub approximate: Option<bool>,
     #[serde(default, rename = "funnelType")]

@@ -44,6 +44,8 @@ pub struct RetentionRequest {
     pub period: Option<i64>,
     #[serde(flatten)]
     pub range: DateRange,
+    /// Rakam's flag for estimated counts; accepted and ignored, because
+    /// the one-pass functions count people exactly at no extra cost.
     #[serde(default)]
     pub approximate: Option<bool>,
     #[serde(default)]
