@@ -73,6 +73,8 @@ pub struct StatisticsRequest {
     pub collections: Option<Vec<String>>,
     #[serde(default)]
     pub dimension: Option<String>,
+    #[serde(default, rename = "filterExpression", alias = "filter")]
+    pub filter_expression: Option<String>,
     #[serde(flatten)]
     pub range: DateRange,
 }
@@ -421,22 +423,28 @@ impl Analyzer {
             return Ok(table.into_json(started.elapsed(), Map::new()));
         }
         let time = scope.time_predicate(0);
-        let dimension = reference.map_or_else(
-            || "CAST(NULL AS VARCHAR)".into(),
-            |r| r.label_sql(&scope, "_time"),
-        );
+        let filter = optional_filter("filterExpression", request.filter_expression.as_deref())?;
+        // Periods are counted as numbers and labelled once per group, as in
+        // `explore`.
+        let (dimension, label) = match reference {
+            None => ("CAST(NULL AS VARCHAR)".to_string(), "d".to_string()),
+            Some(r) => match r.bucket_sql(&scope, "_time") {
+                Some(bucket) => (bucket, r.bucket_label_sql("d")),
+                None => (r.label_sql(&scope, "_time"), "d".to_string()),
+            },
+        };
         let selects: Vec<String> = collections
             .iter()
             .map(|c| {
                 format!(
-                    "SELECT {} AS collection, {dimension} AS d FROM {} WHERE {time}",
+                    "SELECT {} AS collection, {dimension} AS d FROM {} WHERE {time} AND {filter}",
                     string_literal(c),
                     ident(c)
                 )
             })
             .collect();
         let sql = format!(
-            "SELECT collection, d, count(*) AS total FROM ({}) GROUP BY 1, 2 ORDER BY 1, 2",
+            "SELECT collection, {label} AS d_label, count(*) AS total FROM ({}) GROUP BY collection, d ORDER BY collection, d",
             selects.join(" UNION ALL ")
         );
         for row in self.rows(project, &sql).await? {
