@@ -103,7 +103,10 @@ impl Analyzer {
     async fn rows(&self, project: &ProjectInfo, sql: &str) -> Result<Vec<Vec<Value>>> {
         tracing::debug!(project = %project.name, sql, "analysis query");
         let max = self.engine.limits().max_limit;
-        let output = self.engine.execute(project, sql, Some(max)).await?;
+        let output = self
+            .engine
+            .execute_in_datafusion(project, sql, Some(max))
+            .await?;
         result::json_rows(&output.batches)
     }
 }

@@ -46,8 +46,15 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `embedded` (the only backend so far).
+    /// `embedded` (files in `data_dir`, the default) or `postgres` (every
+    /// event and all metadata in the database at `postgres_url`).
     pub backend: String,
+    /// `postgres://user[:password]@host[:port]/database` for the postgres
+    /// backend. The user needs CREATEROLE and CREATE on the database: each
+    /// project gets two schemas and a read-only role of its own.
+    pub postgres_url: String,
+    /// Connections the postgres backend keeps for writes and metadata.
+    pub postgres_pool_size: usize,
     /// Where the embedded store keeps its catalog, WAL and Parquet files.
     pub data_dir: PathBuf,
     /// `fsync`: acknowledge after fsync (survives power loss). `os`:
@@ -113,6 +120,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             backend: "embedded".into(),
+            postgres_url: String::new(),
+            postgres_pool_size: 16,
             data_dir: PathBuf::from("./data"),
             durability: "fsync".into(),
             flush_rows: 1_000_000,
@@ -203,11 +212,20 @@ impl Config {
                 self.storage.durability
             )));
         }
-        if self.storage.backend != "embedded" {
-            return Err(ConfigError::Invalid(format!(
-                "storage.backend {:?} is not available; this build has \"embedded\"",
-                self.storage.backend
-            )));
+        match self.storage.backend.as_str() {
+            "embedded" => {}
+            "postgres" if self.storage.postgres_url.trim().is_empty() => {
+                return Err(ConfigError::Invalid(
+                    "storage.backend \"postgres\" needs storage.postgres_url (or --postgres-url)"
+                        .into(),
+                ))
+            }
+            "postgres" => {}
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.backend {other:?} is not available; this build has \"embedded\" and \"postgres\""
+                )))
+            }
         }
         if self.query.default_limit > self.query.max_limit {
             return Err(ConfigError::Invalid(
@@ -278,6 +296,17 @@ mod tests {
         assert!(Config::load(None, env(&[("RAKAM_QUERY__MAX_LIMIT", "many")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_QUERY__NO_SUCH_KEY", "1")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_STORAGE__DURABILITY", "maybe")])).is_err());
+        assert!(Config::load(None, env(&[("RAKAM_STORAGE__BACKEND", "postgres")])).is_err());
+        assert!(Config::load(None, env(&[("RAKAM_STORAGE__BACKEND", "oracle")])).is_err());
+        let postgres = Config::load(
+            None,
+            env(&[
+                ("RAKAM_STORAGE__BACKEND", "postgres"),
+                ("RAKAM_STORAGE__POSTGRES_URL", "postgres://localhost/rakam"),
+            ]),
+        )
+        .expect("postgres with a URL");
+        assert_eq!(postgres.storage.backend, "postgres");
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "[server]\nlistne = \"x\"\n").expect("write");

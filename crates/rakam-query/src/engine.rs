@@ -7,9 +7,10 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use rakam_store_api::{Catalog, EventStore, ProjectInfo};
+use rakam_store_api::{Catalog, EventStore, NativeSql, ProjectInfo};
 
 use crate::guard::check_statement;
+use crate::native::prepare_native;
 use crate::project_schema::ProjectSchema;
 use crate::QueryError;
 
@@ -108,13 +109,7 @@ impl QueryEngine {
         limit: Option<u64>,
     ) -> Result<DataFrame, QueryError> {
         let statement = check_statement(sql)?;
-        let max = self.limits.max_limit;
-        if let Some(requested) = limit.filter(|l| *l > max) {
-            return Err(QueryError::RowLimit { requested, max });
-        }
-        if let Some(requested) = statement.limit.filter(|l| *l > max) {
-            return Err(QueryError::RowLimit { requested, max });
-        }
+        let row_limit = self.row_limit(limit, statement.limit)?;
         let context = self.session(project).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
@@ -127,14 +122,68 @@ impl QueryEngine {
         if statement.is_explain {
             return Ok(frame);
         }
-        let row_limit = limit.unwrap_or(self.limits.default_limit).min(max);
         frame
             .limit(0, Some(row_limit as usize))
             .map_err(QueryError::from_datafusion)
     }
 
-    /// Runs a read-only statement within the row limit and the timeout.
+    /// Runs a client's read-only statement within the row limit and the
+    /// timeout: inside the backend when it has its own SQL engine
+    /// (PostgreSQL), else in DataFusion.
     pub async fn execute(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryOutput, QueryError> {
+        match self.store.native_sql() {
+            Some(native) => {
+                self.execute_native(native.as_ref(), project, sql, limit)
+                    .await
+            }
+            None => self.execute_in_datafusion(project, sql, limit).await,
+        }
+    }
+
+    /// The row limit a request gets, or an error when it asks for too many.
+    fn row_limit(&self, requested: Option<u64>, in_sql: Option<u64>) -> Result<u64, QueryError> {
+        let max = self.limits.max_limit;
+        for asked in [requested, in_sql].into_iter().flatten() {
+            if asked > max {
+                return Err(QueryError::RowLimit {
+                    requested: asked,
+                    max,
+                });
+            }
+        }
+        Ok(requested.unwrap_or(self.limits.default_limit).min(max))
+    }
+
+    async fn execute_native(
+        &self,
+        native: &dyn NativeSql,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryOutput, QueryError> {
+        let started = Instant::now();
+        let collections = self.catalog.collections(&project.name).await?;
+        let statement = prepare_native(sql, native.dialect(), &collections)?;
+        let rows = self.row_limit(limit, statement.limit)?;
+        let output = native
+            .execute(project, &statement.sql, rows, self.limits.statement_timeout)
+            .await
+            .map_err(|e| QueryError::from_native(e, &statement.sql))?;
+        Ok(QueryOutput {
+            schema: output.schema,
+            batches: output.batches,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Runs a statement in DataFusion over the store's table providers,
+    /// whatever the backend: analyses use the functions only DataFusion has.
+    pub async fn execute_in_datafusion(
         &self,
         project: &ProjectInfo,
         sql: &str,
@@ -167,6 +216,14 @@ impl QueryEngine {
         project: &ProjectInfo,
         sql: &str,
     ) -> Result<SchemaRef, QueryError> {
+        if let Some(native) = self.store.native_sql() {
+            let collections = self.catalog.collections(&project.name).await?;
+            let statement = prepare_native(sql, native.dialect(), &collections)?;
+            return native
+                .describe(project, &statement.sql)
+                .await
+                .map_err(|e| QueryError::from_native(e, &statement.sql));
+        }
         let frame = self.plan(project, sql, None).await?;
         Ok(Arc::new(frame.schema().as_arrow().clone()))
     }

@@ -65,6 +65,26 @@ impl QueryError {
         }
     }
 
+    /// An error of the backend's own SQL engine; `position` (1-based,
+    /// characters) becomes line and column of `sql`.
+    pub(crate) fn from_native(error: StoreError, sql: &str) -> Self {
+        match error {
+            StoreError::Sql { message, position } => {
+                let (line, column) = match position {
+                    Some(position) => line_and_column(sql, position),
+                    None => (None, None),
+                };
+                Self::Sql {
+                    message,
+                    line,
+                    column,
+                }
+            }
+            StoreError::QueryTimeout { seconds } => Self::Timeout { seconds },
+            other => Self::Store(other),
+        }
+    }
+
     pub(crate) fn from_parser(error: &datafusion::sql::sqlparser::parser::ParserError) -> Self {
         let message = clean_message(&error.to_string());
         let (line, column) = position_in_message(&message);
@@ -78,6 +98,16 @@ impl QueryError {
 
 fn clean_message(message: &str) -> String {
     message.trim().to_string()
+}
+
+fn line_and_column(sql: &str, position: u64) -> (Option<u64>, Option<u64>) {
+    let before: String = sql
+        .chars()
+        .take(usize::try_from(position.saturating_sub(1)).unwrap_or(usize::MAX))
+        .collect();
+    let line = before.matches('\n').count() as u64 + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+    (Some(line), Some(column))
 }
 
 /// The parser writes positions as "Line: L, Column: C".
@@ -105,5 +135,6 @@ mod tests {
             (Some(2), Some(17))
         );
         assert_eq!(position_in_message("table not found"), (None, None));
+        assert_eq!(line_and_column("SELECT\n  x", 10), (Some(2), Some(3)));
     }
 }

@@ -6,7 +6,7 @@
 use datafusion::sql::sqlparser::ast::{
     visit_relations, Expr, LimitClause, ObjectName, Query, SetExpr, Statement, Value,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
@@ -22,6 +22,16 @@ pub struct GuardedStatement {
 }
 
 pub fn check_statement(sql: &str) -> Result<GuardedStatement, QueryError> {
+    let (statement, guarded) = parse_one(sql, &GenericDialect {})?;
+    check_parsed(&statement)?;
+    Ok(guarded)
+}
+
+/// Parses exactly one statement in `dialect`.
+pub(crate) fn parse_one(
+    sql: &str,
+    dialect: &dyn Dialect,
+) -> Result<(Statement, GuardedStatement), QueryError> {
     let trimmed = sql.trim().trim_end_matches(';').trim_end();
     if trimmed.is_empty() {
         return Err(QueryError::Sql {
@@ -30,18 +40,38 @@ pub fn check_statement(sql: &str) -> Result<GuardedStatement, QueryError> {
             column: None,
         });
     }
-    let statements =
-        Parser::parse_sql(&GenericDialect {}, trimmed).map_err(|e| QueryError::from_parser(&e))?;
-    let [statement] = statements.as_slice() else {
+    let mut statements =
+        Parser::parse_sql(dialect, trimmed).map_err(|e| QueryError::from_parser(&e))?;
+    if statements.len() != 1 {
         return Err(QueryError::Forbidden(format!(
             "exactly one statement is allowed, found {}",
             statements.len()
         )));
-    };
-    let (query, is_explain) = match statement {
-        Statement::Query(query) => (query, false),
+    }
+    let statement = statements.remove(0);
+    let (limit, is_explain) = match &statement {
+        Statement::Query(query) => (literal_limit(query), false),
         Statement::Explain { statement, .. } => match statement.as_ref() {
-            Statement::Query(query) => (query, true),
+            Statement::Query(query) => (literal_limit(query), true),
+            _ => (None, true),
+        },
+        _ => (None, false),
+    };
+    let guarded = GuardedStatement {
+        sql: trimmed.to_string(),
+        limit,
+        is_explain,
+    };
+    Ok((statement, guarded))
+}
+
+/// One SELECT/WITH/EXPLAIN SELECT, no SELECT INTO, no locks, and no name
+/// with three parts.
+pub(crate) fn check_parsed(statement: &Statement) -> Result<(), QueryError> {
+    let query = match statement {
+        Statement::Query(query) => query,
+        Statement::Explain { statement, .. } => match statement.as_ref() {
+            Statement::Query(query) => query,
             _ => return Err(forbidden()),
         },
         _ => return Err(forbidden()),
@@ -60,11 +90,7 @@ pub fn check_statement(sql: &str) -> Result<GuardedStatement, QueryError> {
             "{name} is outside this project: tables are a collection, _all, or schema.table"
         )));
     }
-    Ok(GuardedStatement {
-        sql: trimmed.to_string(),
-        limit: literal_limit(query),
-        is_explain,
-    })
+    Ok(())
 }
 
 fn forbidden() -> QueryError {

@@ -7,6 +7,7 @@ mod encode;
 mod engine;
 mod error;
 mod guard;
+mod native;
 mod project_schema;
 
 pub use encode::{

@@ -15,6 +15,16 @@ pub struct ProjectInfo {
     pub created_at_ms: i64,
 }
 
+/// Project names every backend accepts (after lower-casing): they become
+/// schema, directory and role names, so only `[a-z0-9_]`, at most 64.
+pub fn valid_project_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// What [`Catalog::evolve`] decided.
 #[derive(Debug, Clone)]
 pub struct EvolveOutcome {

@@ -29,6 +29,17 @@ pub enum StoreError {
     Data(String),
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// A statement the backend's own SQL engine refused (syntax, unknown
+    /// column, permission); `position` is 1-based in characters.
+    #[error("{message}")]
+    Sql {
+        message: String,
+        position: Option<u64>,
+    },
+    #[error("the query ran longer than {seconds} s (query.statement_timeout_secs)")]
+    QueryTimeout { seconds: u64 },
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -48,7 +59,9 @@ impl ErrorExt for StoreError {
             Self::TypeConflict { .. } => ErrorCode::TypeConflict,
             Self::Model(inner) => inner.code(),
             Self::Io { .. } | Self::Data(_) => ErrorCode::StorageFailure,
-            Self::ShuttingDown => ErrorCode::Unavailable,
+            Self::ShuttingDown | Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Sql { .. } => ErrorCode::SqlError,
+            Self::QueryTimeout { .. } => ErrorCode::QueryTimeout,
         }
     }
 }

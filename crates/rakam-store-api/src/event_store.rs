@@ -6,7 +6,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use serde::Serialize;
 
-use crate::{ProjectInfo, Result};
+use crate::{NativeSql, ProjectInfo, Result};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CollectionStats {
@@ -48,4 +48,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// Stops background work; pending appends complete first.
     async fn shutdown(&self) -> Result<()>;
+
+    /// The backend's own SQL engine, when the query surface runs inside the
+    /// backend rather than in DataFusion over [`Self::table_provider`].
+    fn native_sql(&self) -> Option<std::sync::Arc<dyn NativeSql>> {
+        None
+    }
 }

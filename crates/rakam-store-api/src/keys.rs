@@ -53,7 +53,8 @@ impl ProjectKeys {
     }
 }
 
-fn random_key() -> String {
+/// 192 random bits as hex: keys, and the passwords of per-project roles.
+pub fn random_key() -> String {
     let mut bytes = [0_u8; 24];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)

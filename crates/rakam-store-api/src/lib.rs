@@ -9,13 +9,15 @@ mod catalog;
 mod error;
 mod event_store;
 mod keys;
+mod native_sql;
 
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 
-pub use catalog::{Catalog, EvolveOutcome, ProjectInfo};
+pub use catalog::{valid_project_name, Catalog, EvolveOutcome, ProjectInfo};
 pub use error::StoreError;
 pub use event_store::{CollectionStats, EventStore};
-pub use keys::{hash_key, KeyKind, ProjectKeys};
+pub use keys::{hash_key, random_key, KeyKind, ProjectKeys};
+pub use native_sql::{NativeDialect, NativeOutput, NativeSql};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

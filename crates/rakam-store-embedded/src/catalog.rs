@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use rakam_model::{CollectionSchema, Column};
 use rakam_store_api::{
-    hash_key, Catalog, EvolveOutcome, KeyKind, ProjectInfo, ProjectKeys, Result, StoreError,
+    hash_key, valid_project_name, Catalog, EvolveOutcome, KeyKind, ProjectInfo, ProjectKeys,
+    Result, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -120,14 +121,6 @@ impl FileCatalog {
             .map(|(name, entry)| (entry.id.clone(), entry.info(name)))
             .collect()
     }
-}
-
-fn valid_project_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[async_trait]

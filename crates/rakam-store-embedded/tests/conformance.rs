@@ -31,4 +31,4 @@ impl StoreFactory for EmbeddedFactory {
     }
 }
 
-event_store_conformance_tests!(EmbeddedFactory::new());
+event_store_conformance_tests!(Some(EmbeddedFactory::new()));

@@ -24,6 +24,12 @@ pub struct Overrides {
     /// Directory of the embedded store (storage.data_dir).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// `embedded` or `postgres` (storage.backend).
+    #[arg(long = "store")]
+    pub store: Option<String>,
+    /// Database of the postgres backend (storage.postgres_url).
+    #[arg(long)]
+    pub postgres_url: Option<String>,
     /// `fsync` or `os` (storage.durability).
     #[arg(long)]
     pub durability: Option<String>,
@@ -66,6 +72,12 @@ pub fn effective_config(
     }
     if let Some(data_dir) = &overrides.data_dir {
         config.storage.data_dir = data_dir.clone();
+    }
+    if let Some(store) = &overrides.store {
+        config.storage.backend = store.clone();
+    }
+    if let Some(url) = &overrides.postgres_url {
+        config.storage.postgres_url = url.clone();
     }
     if let Some(durability) = &overrides.durability {
         config.storage.durability = durability.clone();

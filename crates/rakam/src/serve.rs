@@ -8,6 +8,7 @@ use rakam_ingest::{IngestLimits, Ingester};
 use rakam_query::{QueryEngine, QueryLimits};
 use rakam_store_api::{Catalog, EventStore, ProjectKeys};
 use rakam_store_embedded::{Durability, EmbeddedOptions, FileCatalog, DATA_DIR_IN_USE};
+use rakam_store_postgres::PgOptions;
 use tracing_subscriber::EnvFilter;
 
 pub fn init_logging() {
@@ -35,23 +36,40 @@ fn embedded_options(config: &Config) -> EmbeddedOptions {
     options
 }
 
-async fn open_store(
-    config: &Config,
-) -> anyhow::Result<(Arc<FileCatalog>, Arc<rakam_store_embedded::EmbeddedStore>)> {
-    rakam_store_embedded::open(embedded_options(config))
+fn postgres_options(config: &Config) -> PgOptions {
+    let mut options = PgOptions::new(config.storage.postgres_url.clone());
+    options.max_columns_per_collection = config.storage.max_columns_per_collection;
+    options.pool_size = config.storage.postgres_pool_size;
+    options.statement_timeout = Duration::from_secs(config.query.statement_timeout_secs);
+    options
+}
+
+async fn open_postgres(config: &Config) -> anyhow::Result<(Arc<dyn Catalog>, Arc<dyn EventStore>)> {
+    let (catalog, store) = rakam_store_postgres::open(postgres_options(config))
         .await
-        .with_context(|| {
-            format!(
-                "opening the embedded store in {}",
-                config.storage.data_dir.display()
-            )
-        })
+        .context("opening the PostgreSQL store")?;
+    Ok((catalog, store))
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Catalog>, Arc<dyn EventStore>)> {
+    if config.storage.backend == "postgres" {
+        return open_postgres(config).await;
+    }
+    let (catalog, store): (Arc<FileCatalog>, _) =
+        rakam_store_embedded::open(embedded_options(config))
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the embedded store in {}",
+                    config.storage.data_dir.display()
+                )
+            })?;
+    Ok((catalog, store))
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (catalog, store) = open_store(&config).await?;
-    let catalog: Arc<dyn Catalog> = catalog;
-    let event_store: Arc<dyn EventStore> = store.clone();
+    let (catalog, event_store) = open_store(&config).await?;
+    tracing::info!(backend = %config.storage.backend, "store opened");
     let limits = &config.limits;
     let ingester = Ingester::new(
         catalog.clone(),
@@ -122,8 +140,15 @@ async fn shutdown_signal() {
 }
 
 /// Creates a project in the data directory, or through the running server
-/// when it holds the directory.
+/// when it holds the directory; on PostgreSQL, in the database.
 pub async fn create_project(config: &Config, name: &str) -> anyhow::Result<ProjectKeys> {
+    // PostgreSQL is shared by design: create the project in it directly.
+    if config.storage.backend == "postgres" {
+        let (catalog, store) = open_postgres(config).await?;
+        let keys = catalog.create_project(name).await?;
+        store.shutdown().await?;
+        return Ok(keys);
+    }
     match rakam_store_embedded::open(embedded_options(config)).await {
         Ok((catalog, store)) => {
             let keys = catalog.create_project(name).await?;

@@ -330,10 +330,12 @@ fn clock_skew_and_server_time() {
         "properties": {"_time": client_now - 1000}
     });
     assert_eq!(server.post("/event/collect", &[], &body).status, 200);
-    let rows = server.query(
-        &keys,
-        "SELECT CAST(_time AS BIGINT), CAST(_server_time AS BIGINT) FROM (SELECT arrow_cast(_time, 'Int64') AS _time, arrow_cast(_server_time, 'Int64') AS _server_time FROM e)",
-    );
+    let sql = if crate::server::on_postgres() {
+        "SELECT (extract(epoch FROM _time) * 1000)::bigint, (extract(epoch FROM _server_time) * 1000)::bigint FROM e"
+    } else {
+        "SELECT CAST(_time AS BIGINT), CAST(_server_time AS BIGINT) FROM (SELECT arrow_cast(_time, 'Int64') AS _time, arrow_cast(_server_time, 'Int64') AS _server_time FROM e)"
+    };
+    let rows = server.query(&keys, sql);
     let event_time = rows[0][0].as_i64().expect("time");
     let server_time = rows[0][1].as_i64().expect("server time");
     assert!(

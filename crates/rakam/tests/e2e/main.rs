@@ -3,6 +3,10 @@
 
 mod server;
 
+/// The store every test of this binary runs on; `tests/e2e_postgres.rs`
+/// runs the same tests on PostgreSQL.
+const STORE: &str = "embedded";
+
 mod analysis;
 mod bad_input;
 mod cli;

@@ -1,3 +1,6 @@
+// Shared by the two e2e binaries; each uses only part of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +14,14 @@ pub struct TestServer {
     child: Option<Child>,
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
+    /// The postgres backend's database (dropped after the server stops).
+    pub database: Option<rakam_store_postgres::testing::TempDatabase>,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// The store this test binary runs every test on (`crate::STORE`).
+pub fn on_postgres() -> bool {
+    crate::STORE == "postgres"
 }
 
 pub struct Response {
@@ -56,7 +66,18 @@ impl TestServer {
     pub fn start_with_env(extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().expect("tempdir");
         let data_dir = temp.path().join("data");
+        let database = if on_postgres() {
+            match rakam_store_postgres::testing::TempDatabase::create("the PostgreSQL e2e suite") {
+                Some(database) => Some(database),
+                // The helper printed why; every test of this binary would
+                // skip the same way, so end the binary as skipped.
+                None => std::process::exit(0),
+            }
+        } else {
+            None
+        };
         let mut server = Self {
+            database,
             port: 0,
             data_dir,
             child: None,
@@ -65,6 +86,33 @@ impl TestServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            _temp: Some(temp),
+        };
+        server.launch();
+        server
+    }
+
+    /// Another server on the same database as `other` (PostgreSQL only):
+    /// processes that share one database must agree.
+    pub fn start_sharing(other: &TestServer) -> Self {
+        let url = other
+            .database
+            .as_ref()
+            .map(|d| d.url.clone())
+            .expect("sharing needs the postgres backend");
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            port: 0,
+            data_dir: temp.path().join("data"),
+            child: None,
+            extra_args: vec![
+                "--store".into(),
+                "postgres".into(),
+                "--postgres-url".into(),
+                url,
+            ],
+            extra_env: Vec::new(),
+            database: None,
             _temp: Some(temp),
         };
         server.launch();
@@ -80,6 +128,7 @@ impl TestServer {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(self.store_args())
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RAKAM_LOG", "warn")
@@ -103,6 +152,18 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("rakam did not start within 60 s");
+    }
+
+    fn store_args(&self) -> Vec<String> {
+        match &self.database {
+            Some(database) => vec![
+                "--store".into(),
+                "postgres".into(),
+                "--postgres-url".into(),
+                database.url.clone(),
+            ],
+            None => Vec::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,205 @@
+//! `/query/execute` on a backend with its own SQL engine (PostgreSQL). The
+//! statement is parsed in the backend's dialect and held to the same rules
+//! as on DataFusion: one read-only statement, tables only of the project
+//! (`pageview`, `collection.pageview`, `public.pageview`, `_all`). The
+//! backend then enforces isolation again with its own means.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectName, ObjectNamePart, Query, SetExpr, TableFactor, Visit, VisitMut, Visitor,
+    VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use rakam_store_api::NativeDialect;
+
+use crate::guard::{check_parsed, parse_one};
+use crate::project_schema::ALL_COLLECTIONS;
+use crate::{GuardedStatement, QueryError};
+
+/// Schemas a collection may be qualified with, as on DataFusion.
+const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
+/// Table functions that read nothing stored.
+const TABLE_FUNCTIONS: [&str; 1] = ["generate_series"];
+
+/// The statement to send: the original text when it names tables plainly,
+/// else the statement re-printed with `collection.`/`public.` removed.
+pub(crate) fn prepare_native(
+    sql: &str,
+    dialect: NativeDialect,
+    collections: &[String],
+) -> Result<GuardedStatement, QueryError> {
+    let NativeDialect::PostgreSql = dialect;
+    let (mut statement, mut guarded) = parse_one(sql, &PostgreSqlDialect {})?;
+    check_parsed(&statement)?;
+    let mut ctes = CteNames::default();
+    let _ = Visit::visit(&statement, &mut ctes);
+    let mut checker = Tables {
+        known: collections
+            .iter()
+            .map(String::as_str)
+            .chain([ALL_COLLECTIONS])
+            .map(str::to_string)
+            .chain(ctes.0)
+            .collect(),
+        rewritten: false,
+        error: None,
+    };
+    let _ = VisitMut::visit(&mut statement, &mut checker);
+    if let Some(error) = checker.error {
+        return Err(error);
+    }
+    if checker.rewritten {
+        guarded.sql = statement.to_string();
+    }
+    Ok(guarded)
+}
+
+#[derive(Default)]
+struct CteNames(HashSet<String>);
+
+impl Visitor for CteNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.0.insert(cte.alias.name.value.clone());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct Tables {
+    known: HashSet<String>,
+    rewritten: bool,
+    error: Option<QueryError>,
+}
+
+fn ident_value(part: &ObjectNamePart) -> Option<&Ident> {
+    part.as_ident()
+}
+
+impl Tables {
+    fn fail(&mut self, error: QueryError) -> ControlFlow<()> {
+        self.error = Some(error);
+        ControlFlow::Break(())
+    }
+
+    /// Unquoted names fold to lower case, as PostgreSQL folds them.
+    fn name_of(ident: &Ident) -> String {
+        match ident.quote_style {
+            Some(_) => ident.value.clone(),
+            None => ident.value.to_lowercase(),
+        }
+    }
+
+    fn check_table(&mut self, name: &mut ObjectName) -> ControlFlow<()> {
+        let parts: Vec<Ident> = name.0.iter().filter_map(ident_value).cloned().collect();
+        if parts.len() != name.0.len() {
+            return self.fail(QueryError::Forbidden(format!("{name} is not a table name")));
+        }
+        match parts.as_slice() {
+            [table] => {
+                if self.known.contains(&Self::name_of(table)) {
+                    ControlFlow::Continue(())
+                } else {
+                    self.fail(QueryError::Sql {
+                        message: format!("table '{}' not found", Self::name_of(table)),
+                        line: None,
+                        column: None,
+                    })
+                }
+            }
+            [schema, table]
+                if SCHEMA_ALIASES.contains(&Self::name_of(schema).as_str())
+                    && self.known.contains(&Self::name_of(table)) =>
+            {
+                name.0 = vec![ObjectNamePart::Identifier(table.clone())];
+                self.rewritten = true;
+                ControlFlow::Continue(())
+            }
+            _ => self.fail(QueryError::Forbidden(format!(
+                "{name} is outside this project: tables are a collection, _all, or schema.table"
+            ))),
+        }
+    }
+}
+
+impl VisitorMut for Tables {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if matches!(
+            query.body.as_ref(),
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+        ) {
+            return self.fail(QueryError::Forbidden(
+                "only SELECT, WITH and EXPLAIN statements are allowed".into(),
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, args, .. } = factor {
+            if args.is_some() {
+                let function = name.to_string().to_lowercase();
+                if !TABLE_FUNCTIONS.contains(&function.as_str()) {
+                    return self.fail(QueryError::Forbidden(format!(
+                        "table function {function} is not allowed"
+                    )));
+                }
+                return ControlFlow::Continue(());
+            }
+            return self.check_table(name);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(sql: &str) -> Result<String, QueryError> {
+        let collections = vec!["pageview".to_string(), "signup".to_string()];
+        prepare_native(sql, NativeDialect::PostgreSql, &collections).map(|g| g.sql)
+    }
+
+    #[test]
+    fn project_tables_pass_and_aliases_are_removed() {
+        assert_eq!(
+            prepare("SELECT * FROM pageview").ok().as_deref(),
+            Some("SELECT * FROM pageview")
+        );
+        let rewritten =
+            prepare("SELECT count(*) FROM collection.pageview JOIN public.signup ON true")
+                .expect("allowed");
+        assert!(
+            !rewritten.contains("collection.") && !rewritten.contains("public."),
+            "{rewritten}"
+        );
+        assert!(prepare("WITH a AS (SELECT 1) SELECT * FROM a, _all").is_ok());
+        assert!(prepare("SELECT * FROM generate_series(1, 3)").is_ok());
+    }
+
+    #[test]
+    fn everything_outside_the_project_is_refused() {
+        for sql in [
+            "SELECT * FROM pg_class",
+            "SELECT * FROM pg_catalog.pg_roles",
+            "SELECT * FROM rakam_meta.api_keys",
+            "SELECT * FROM other.pageview",
+            "SELECT * FROM pg_ls_dir('.')",
+            "SELECT (SELECT count(*) FROM pg_shadow)",
+            "WITH x AS (DELETE FROM pageview RETURNING *) SELECT * FROM x",
+            "SELECT 1; SELECT 2",
+            "COPY pageview TO STDOUT",
+        ] {
+            assert!(prepare(sql).is_err(), "{sql} accepted");
+        }
+    }
+}

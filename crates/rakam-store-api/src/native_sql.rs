@@ -1,0 +1,44 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::{ProjectInfo, Result};
+
+/// What a statement returned, in Arrow form so one set of encoders serves
+/// every backend.
+#[derive(Debug)]
+pub struct NativeOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// A backend that runs the SQL surface itself (PostgreSQL), instead of the
+/// shared DataFusion engine reading its table providers.
+///
+/// The caller has already checked the statement (one SELECT/WITH/EXPLAIN,
+/// tables only of the project); the backend enforces the same again with
+/// its own means (roles, read-only transactions, timeouts).
+#[async_trait]
+pub trait NativeSql: Send + Sync + std::fmt::Debug {
+    /// The SQL dialect statements must parse in before they are sent.
+    fn dialect(&self) -> NativeDialect;
+
+    /// Runs a read-only statement, returning at most `max_rows` rows.
+    async fn execute(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        max_rows: u64,
+        timeout: Duration,
+    ) -> Result<NativeOutput>;
+
+    /// The columns the statement would return, without running it.
+    async fn describe(&self, project: &ProjectInfo, sql: &str) -> Result<SchemaRef>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeDialect {
+    PostgreSql,
+}

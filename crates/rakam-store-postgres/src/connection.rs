@@ -1,0 +1,195 @@
+//! Connections: one pool as the configured user (writes, DDL, metadata) and
+//! one small pool per project as that project's read-only role (queries).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use parking_lot::Mutex;
+use rakam_store_api::{Result, StoreError};
+use tokio_postgres::NoTls;
+
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user[:password]@host[:port]/database`. The user creates
+    /// schemas and one role per project, so it needs CREATEROLE and CREATE
+    /// on the database.
+    pub url: String,
+    pub max_columns_per_collection: usize,
+    /// Connections of the writing pool.
+    pub pool_size: usize,
+    /// Connections each project's query pool may open.
+    pub reader_pool_size: usize,
+    /// How long a schema change waits for the table lock before it gives up
+    /// and retries, so a long query cannot stall ingestion behind it.
+    pub ddl_lock_timeout: Duration,
+    /// `statement_timeout` of queries and scans.
+    pub statement_timeout: Duration,
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_columns_per_collection: 1000,
+            pool_size: 16,
+            reader_pool_size: 8,
+            ddl_lock_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub options: PgOptions,
+    base: tokio_postgres::Config,
+    admin: Pool,
+    readers: Mutex<HashMap<String, Pool>>,
+}
+
+pub(crate) fn pg_error(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
+    move |error| classify(context, &error)
+}
+
+pub(crate) fn classify(context: &str, error: &tokio_postgres::Error) -> StoreError {
+    match error.as_db_error() {
+        Some(db) => StoreError::Data(format!("{context}: {}", db.message())),
+        None if error.is_closed() => StoreError::Unavailable(format!("{context}: {error}")),
+        None => StoreError::Unavailable(format!("{context}: {error}")),
+    }
+}
+
+fn pool(config: tokio_postgres::Config, size: usize, recycling: RecyclingMethod) -> Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: recycling,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("PostgreSQL pool: {e}")))
+}
+
+impl Shared {
+    pub async fn connect(options: PgOptions) -> Result<Self> {
+        let base = tokio_postgres::Config::from_str(&options.url).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "invalid PostgreSQL URL {:?}: {e}",
+                redact(&options.url)
+            ))
+        })?;
+        let admin = pool(base.clone(), options.pool_size, RecyclingMethod::Fast)?;
+        let shared = Self {
+            options,
+            base,
+            admin,
+            readers: Mutex::new(HashMap::new()),
+        };
+        // Fail at start-up, with the address, rather than on the first request.
+        let client = shared.admin().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(pg_error("checking the PostgreSQL connection"))?;
+        Ok(shared)
+    }
+
+    pub async fn admin(&self) -> Result<Object> {
+        self.admin.get().await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {e}",
+                redact(&self.options.url)
+            ))
+        })
+    }
+
+    /// A connection logged in as the project's read-only role. Connections
+    /// are reset (`RESET ALL`, advisory locks released, …) before reuse, so
+    /// nothing one query sets leaks into the next.
+    pub async fn reader(&self, project_id: &str) -> Result<Object> {
+        let existing = self.readers.lock().get(project_id).cloned();
+        let pool = match existing {
+            Some(pool) => pool,
+            None => {
+                let row = self
+                    .admin()
+                    .await?
+                    .query_opt(
+                        "SELECT reader_role, reader_password FROM rakam_meta.projects WHERE id = $1",
+                        &[&project_id],
+                    )
+                    .await
+                    .map_err(pg_error("reading the project's role"))?
+                    .ok_or_else(|| StoreError::ProjectNotFound(project_id.to_string()))?;
+                let (role, password): (String, String) = (row.get(0), row.get(1));
+                let mut config = self.base.clone();
+                config.user(&role).password(password);
+                let pool = pool(
+                    config,
+                    self.options.reader_pool_size,
+                    RecyclingMethod::Clean,
+                )?;
+                self.readers
+                    .lock()
+                    .entry(project_id.to_string())
+                    .or_insert(pool)
+                    .clone()
+            }
+        };
+        pool.get().await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL as the project's reader: {e}"
+            ))
+        })
+    }
+
+    pub fn forget_reader(&self, project_id: &str) {
+        if let Some(pool) = self.readers.lock().remove(project_id) {
+            pool.close();
+        }
+    }
+
+    pub fn close(&self) {
+        for (_, pool) in self.readers.lock().drain() {
+            pool.close();
+        }
+        self.admin.close();
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://rakam:secret@db:5432/x"),
+            "postgres://rakam:***@db:5432/x"
+        );
+        assert_eq!(
+            super::redact("postgres://rakam@db/x"),
+            "postgres://rakam@db/x"
+        );
+    }
+}

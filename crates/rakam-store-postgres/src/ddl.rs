@@ -1,0 +1,369 @@
+//! Schema changes. Every change of a project's tables or views happens in a
+//! transaction that first takes the project's advisory lock, so server
+//! processes sharing the database apply them one at a time and each reads
+//! the columns the previous one committed.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::GenericClient;
+use rakam_model::{FieldType, COLLECTION_COLUMN};
+use rakam_store_api::{Result, StoreError};
+
+use crate::connection::pg_error;
+use crate::names::{
+    data_schema, data_table, literal, partition, physical_column, quote, reader_role, sql_type,
+    view, view_schema,
+};
+
+/// A column as the metadata records it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredColumn {
+    pub name: String,
+    pub field_type: FieldType,
+    /// The type the column was created with; its physical column keeps the
+    /// column's bare name.
+    pub first_type: FieldType,
+}
+
+impl StoredColumn {
+    pub fn physical(&self) -> String {
+        physical_column(&self.name, &self.field_type, &self.first_type)
+    }
+
+    /// The view's expression: the current physical column, falling back to
+    /// the first one (cast) for rows written before the widening.
+    fn select_expression(&self) -> String {
+        let current = quote(&self.physical());
+        if self.field_type == self.first_type {
+            current
+        } else {
+            format!(
+                "coalesce({current}, {}::{}) AS {}",
+                quote(&self.name),
+                sql_type(&self.field_type),
+                quote(&self.name)
+            )
+        }
+    }
+}
+
+pub(crate) async fn lock_project(client: &impl GenericClient, project_id: &str) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("rakam:{project_id}")],
+        )
+        .await
+        .map_err(pg_error("waiting for the project's schema lock"))?;
+    Ok(())
+}
+
+pub(crate) async fn load_columns(
+    client: &impl GenericClient,
+    project_id: &str,
+    collection: &str,
+) -> Result<Option<Vec<StoredColumn>>> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM rakam_meta.collections WHERE project_id = $1 AND name = $2",
+            &[&project_id, &collection],
+        )
+        .await
+        .map_err(pg_error("reading a collection"))?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT name, type, first_type FROM rakam_meta.columns
+             WHERE project_id = $1 AND collection = $2 ORDER BY position",
+            &[&project_id, &collection],
+        )
+        .await
+        .map_err(pg_error("reading a collection's columns"))?;
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in rows {
+        let parse = |text: String| {
+            FieldType::parse(&text)
+                .map_err(|_| StoreError::Data(format!("unknown column type {text:?} in metadata")))
+        };
+        columns.push(StoredColumn {
+            name: row.get(0),
+            field_type: parse(row.get(1))?,
+            first_type: parse(row.get(2))?,
+        });
+    }
+    Ok(Some(columns))
+}
+
+pub(crate) async fn create_project_objects(
+    client: &impl GenericClient,
+    project_id: &str,
+    password: &str,
+) -> Result<()> {
+    let role = quote(&reader_role(project_id));
+    let views = quote(&view_schema(project_id));
+    let database: String = client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(pg_error("reading the database name"))?
+        .get(0);
+    let sql = format!(
+        "CREATE SCHEMA {views};
+         CREATE SCHEMA {data};
+         CREATE ROLE {role} LOGIN NOINHERIT PASSWORD {password};
+         ALTER ROLE {role} SET search_path = {views};
+         ALTER ROLE {role} SET default_transaction_read_only = on;
+         GRANT CONNECT ON DATABASE {database} TO {role};
+         GRANT USAGE ON SCHEMA {views} TO {role};",
+        data = quote(&data_schema(project_id)),
+        password = literal(password),
+        database = quote(&database),
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(pg_error("creating the project's schemas and role"))?;
+    rebuild_all_view(client, project_id).await
+}
+
+/// Drops the project's schemas and role; safe to run twice.
+pub(crate) async fn drop_project_objects(
+    client: &impl GenericClient,
+    project_id: &str,
+) -> Result<()> {
+    let role_name = reader_role(project_id);
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE;",
+            quote(&view_schema(project_id)),
+            quote(&data_schema(project_id)),
+        ))
+        .await
+        .map_err(pg_error("dropping the project's schemas"))?;
+    let role_exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role_name])
+        .await
+        .map_err(pg_error("looking up the project's role"))?
+        .is_some();
+    if role_exists {
+        let role = quote(&role_name);
+        client
+            .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+            .await
+            .map_err(pg_error("dropping the project's role"))?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_collection(
+    client: &impl GenericClient,
+    project_id: &str,
+    collection: &str,
+) -> Result<()> {
+    let table = data_table(project_id, collection);
+    let sql = format!(
+        "CREATE TABLE {table} (
+             _time timestamptz NOT NULL,
+             _server_time timestamptz NOT NULL,
+             _unmapped text
+         ) PARTITION BY RANGE (_time);
+         CREATE INDEX ON {table} USING brin (_time);"
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(pg_error("creating a collection table"))?;
+    client
+        .execute(
+            "INSERT INTO rakam_meta.collections (project_id, name) VALUES ($1, $2)",
+            &[&project_id, &collection],
+        )
+        .await
+        .map_err(pg_error("recording a collection"))?;
+    Ok(())
+}
+
+/// Adds the physical column for `column` (new, or widened) and records it.
+pub(crate) async fn add_column(
+    client: &impl GenericClient,
+    project_id: &str,
+    collection: &str,
+    column: &StoredColumn,
+    position: i32,
+) -> Result<()> {
+    // Adding a nullable column without a default only touches the catalog:
+    // no table rewrite, the lock is held for milliseconds.
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+            data_table(project_id, collection),
+            quote(&column.physical()),
+            sql_type(&column.field_type)
+        ))
+        .await
+        .map_err(pg_error("adding a column"))?;
+    client
+        .execute(
+            "INSERT INTO rakam_meta.columns (project_id, collection, position, name, type, first_type)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (project_id, collection, name) DO UPDATE SET type = EXCLUDED.type",
+            &[
+                &project_id,
+                &collection,
+                &position,
+                &column.name,
+                &column.field_type.name(),
+                &column.first_type.name(),
+            ],
+        )
+        .await
+        .map_err(pg_error("recording a column"))?;
+    Ok(())
+}
+
+/// Recreates the collection's view and `_all` from the metadata.
+pub(crate) async fn rebuild_views(
+    client: &impl GenericClient,
+    project_id: &str,
+    collection: &str,
+    columns: &[StoredColumn],
+) -> Result<()> {
+    let mut select = vec!["_time".to_string(), "_server_time".to_string()];
+    select.extend(columns.iter().map(StoredColumn::select_expression));
+    select.push("_unmapped".into());
+    let name = view(project_id, collection);
+    let sql = format!(
+        "DROP VIEW IF EXISTS {all};
+         DROP VIEW IF EXISTS {name};
+         CREATE VIEW {name} AS SELECT {select} FROM {table};",
+        all = view(project_id, "_all"),
+        select = select.join(", "),
+        table = data_table(project_id, collection),
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(pg_error("rebuilding a collection view"))?;
+    rebuild_all_view(client, project_id).await
+}
+
+/// `_all`: every collection, columns the union of theirs (null where a
+/// collection lacks one), typed as the embedded store types them.
+async fn rebuild_all_view(client: &impl GenericClient, project_id: &str) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT c.name, col.name, col.type
+             FROM rakam_meta.collections c
+             LEFT JOIN rakam_meta.columns col
+               ON col.project_id = c.project_id AND col.collection = c.name
+             WHERE c.project_id = $1 ORDER BY c.name, col.position",
+            &[&project_id],
+        )
+        .await
+        .map_err(pg_error("reading the project's columns"))?;
+    let mut collections: BTreeMap<String, BTreeMap<String, FieldType>> = BTreeMap::new();
+    for row in rows {
+        let collection: String = row.get(0);
+        let entry = collections.entry(collection).or_default();
+        let (Some(name), Some(type_name)) = (
+            row.get::<_, Option<String>>(1),
+            row.get::<_, Option<String>>(2),
+        ) else {
+            continue;
+        };
+        if let Ok(field_type) = FieldType::parse(&type_name) {
+            entry.insert(name, field_type);
+        }
+    }
+    let mut merged: BTreeMap<String, FieldType> = BTreeMap::new();
+    for columns in collections.values() {
+        for (name, field_type) in columns {
+            let next = match merged.get(name) {
+                None => field_type.clone(),
+                Some(existing) if existing == field_type => existing.clone(),
+                Some(FieldType::Long | FieldType::Double)
+                    if matches!(field_type, FieldType::Long | FieldType::Double) =>
+                {
+                    FieldType::Double
+                }
+                Some(_) => FieldType::String,
+            };
+            merged.insert(name.clone(), next);
+        }
+    }
+    let all = view(project_id, "_all");
+    let body = if collections.is_empty() {
+        format!(
+            "SELECT NULL::text AS {} WHERE false",
+            quote(COLLECTION_COLUMN)
+        )
+    } else {
+        let branches: Vec<String> = collections
+            .iter()
+            .map(|(collection, columns)| {
+                let mut select = vec![
+                    format!(
+                        "{}::text AS {}",
+                        literal(collection),
+                        quote(COLLECTION_COLUMN)
+                    ),
+                    "_time".into(),
+                    "_server_time".into(),
+                ];
+                for (name, merged_type) in &merged {
+                    let target = sql_type(merged_type);
+                    select.push(match columns.get(name) {
+                        Some(own) if own == merged_type => quote(name),
+                        Some(_) => format!("{}::{target} AS {}", quote(name), quote(name)),
+                        None => format!("NULL::{target} AS {}", quote(name)),
+                    });
+                }
+                select.push("_unmapped".into());
+                format!(
+                    "SELECT {} FROM {}",
+                    select.join(", "),
+                    view(project_id, collection)
+                )
+            })
+            .collect();
+        branches.join(" UNION ALL ")
+    };
+    client
+        .batch_execute(&format!(
+            "DROP VIEW IF EXISTS {all}; CREATE VIEW {all} AS {body};
+             GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role};",
+            schema = quote(&view_schema(project_id)),
+            role = quote(&reader_role(project_id)),
+        ))
+        .await
+        .map_err(pg_error("rebuilding _all"))?;
+    Ok(())
+}
+
+/// Creates the monthly partitions that rows in these months need.
+pub(crate) async fn create_partitions(
+    client: &impl GenericClient,
+    project_id: &str,
+    collection: &str,
+    months: &[(i32, u32)],
+) -> Result<()> {
+    let mut sql = String::new();
+    for &(year, month) in months {
+        let (next_year, next_month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
+        sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{year:04}-{month:02}-01 00:00:00+00') TO ('{next_year:04}-{next_month:02}-01 00:00:00+00');",
+            partition(project_id, collection, year, month),
+            data_table(project_id, collection),
+        ));
+    }
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(pg_error("creating partitions"))?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The PostgreSQL backend: everything stored in, and queried by, one
+//! PostgreSQL server the user already runs (ADR 0006).
+//!
+//! ```text
+//! append ─▶ partitions ensured ─▶ binary COPY of every batch in one transaction ─▶ COMMIT ─▶ ack
+//! evolve ─▶ advisory lock per project ─▶ ALTER TABLE … ADD COLUMN ─▶ views rebuilt ─▶ COMMIT
+//! query  ─▶ the project's read-only role ─▶ READ ONLY transaction + statement_timeout ─▶ rows ─▶ Arrow
+//! ```
+
+mod arrow_rows;
+mod catalog;
+mod connection;
+mod copy_in;
+mod ddl;
+mod migrations;
+mod names;
+mod native_sql;
+mod numeric;
+mod provider;
+mod store;
+pub mod testing;
+
+pub use catalog::PgCatalog;
+pub use connection::PgOptions;
+pub use store::PgStore;
+
+use std::sync::Arc;
+
+use rakam_store_api::Result;
+
+/// Connects, applies pending migrations, and returns the catalog and store.
+pub async fn open(options: PgOptions) -> Result<(Arc<PgCatalog>, Arc<PgStore>)> {
+    let shared = Arc::new(connection::Shared::connect(options).await?);
+    migrations::apply(&shared).await?;
+    Ok((
+        Arc::new(PgCatalog::new(shared.clone())),
+        Arc::new(PgStore::new(shared)),
+    ))
+}

@@ -1,0 +1,102 @@
+//! How Rakam's names become PostgreSQL identifiers and types.
+//!
+//! A project `p` with id `i` owns two schemas: `rakam_<i>` holds one view per
+//! collection plus `_all` (what queries see, and all its read-only role may
+//! read), and `rakam_<i>_data` holds the partitioned tables the views read.
+//! Ids, not names, keep a recreated project apart from a stale writer of
+//! the deleted one.
+
+use rakam_model::FieldType;
+
+pub fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Project ids are 32 hex digits; the first 16 keep identifiers short
+/// (PostgreSQL truncates at 63 bytes) and still make clashes negligible.
+fn short_id(project_id: &str) -> &str {
+    project_id.get(..16).unwrap_or(project_id)
+}
+
+pub fn view_schema(project_id: &str) -> String {
+    format!("rakam_{}", short_id(project_id))
+}
+
+pub fn data_schema(project_id: &str) -> String {
+    format!("rakam_{}_data", short_id(project_id))
+}
+
+pub fn reader_role(project_id: &str) -> String {
+    format!("rakam_{}_reader", short_id(project_id))
+}
+
+pub fn data_table(project_id: &str, collection: &str) -> String {
+    format!("{}.{}", quote(&data_schema(project_id)), quote(collection))
+}
+
+pub fn view(project_id: &str, name: &str) -> String {
+    format!("{}.{}", quote(&view_schema(project_id)), quote(name))
+}
+
+/// Monthly partition of a collection, e.g. `pageview$2024_01`.
+pub fn partition(project_id: &str, collection: &str, year: i32, month: u32) -> String {
+    format!(
+        "{}.{}",
+        quote(&data_schema(project_id)),
+        quote(&format!("{collection}${year:04}_{month:02}"))
+    )
+}
+
+/// The stored column of a logical column of this type. A widened column
+/// gets a new physical column (`price$double`) instead of a table rewrite;
+/// the view reads both. Field names are normalised (letters, digits, `_`),
+/// so `$` cannot clash with a client's field.
+pub fn physical_column(name: &str, field_type: &FieldType, first_type: &FieldType) -> String {
+    if field_type == first_type {
+        name.to_string()
+    } else {
+        format!("{name}${}", field_type.name().to_ascii_lowercase())
+    }
+}
+
+pub fn sql_type(field_type: &FieldType) -> String {
+    match field_type {
+        FieldType::String => "text".into(),
+        FieldType::Long => "bigint".into(),
+        FieldType::Double => "double precision".into(),
+        FieldType::Boolean => "boolean".into(),
+        FieldType::Date => "date".into(),
+        FieldType::Timestamp => "timestamptz".into(),
+        FieldType::Array(inner) => format!("{}[]", sql_type(inner)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_short() {
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(view_schema(id), "rakam_0123456789abcdef");
+        assert!(reader_role(id).len() < 63);
+        assert_eq!(
+            partition(id, "page", 2024, 3),
+            "\"rakam_0123456789abcdef_data\".\"page$2024_03\""
+        );
+        assert_eq!(
+            physical_column("price", &FieldType::Double, &FieldType::Long),
+            "price$double"
+        );
+        assert_eq!(
+            sql_type(&FieldType::Array(Box::new(FieldType::Long))),
+            "bigint[]"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! A collection read by DataFusion (analyses, the conformance suite): the
+//! projected columns of the collection's view, with the filters PostgreSQL
+//! can evaluate identically pushed into its `WHERE` (time ranges prune
+//! partitions and use the BRIN index). DataFusion applies every filter again.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use futures::{pin_mut, TryStreamExt};
+use rakam_store_api::StoreError;
+use tokio_postgres::types::ToSql;
+
+use crate::arrow_rows::rows_to_batch;
+use crate::connection::{pg_error, Shared};
+use crate::names::{literal, quote, view};
+
+const ROWS_PER_BATCH: usize = 65_536;
+
+#[derive(Debug)]
+pub(crate) struct PgCollectionProvider {
+    shared: Arc<Shared>,
+    project_id: String,
+    collection: String,
+    schema: SchemaRef,
+    /// False when the project has no such collection: scans are empty.
+    exists: bool,
+}
+
+impl PgCollectionProvider {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        project_id: &str,
+        collection: &str,
+        schema: SchemaRef,
+        exists: bool,
+    ) -> Self {
+        Self {
+            shared,
+            project_id: project_id.to_string(),
+            collection: collection.to_string(),
+            schema,
+            exists,
+        }
+    }
+
+    fn column_type(&self, name: &str) -> Option<&DataType> {
+        self.schema
+            .field_with_name(name)
+            .ok()
+            .map(|field| field.data_type())
+    }
+
+    /// The filter as PostgreSQL SQL, when PostgreSQL gives exactly the
+    /// answer DataFusion would: integer, time, date, boolean and text
+    /// comparisons (text in byte order, as DataFusion compares).
+    fn translate(&self, expr: &Expr) -> Option<String> {
+        match expr {
+            Expr::Column(column) => {
+                let data_type = self.column_type(&column.name)?;
+                match data_type {
+                    DataType::Int64
+                    | DataType::Boolean
+                    | DataType::Date32
+                    | DataType::Timestamp(TimeUnit::Millisecond, _) => Some(quote(&column.name)),
+                    DataType::Utf8 => Some(format!("({} COLLATE \"C\")", quote(&column.name))),
+                    _ => None,
+                }
+            }
+            Expr::Literal(value, _) => literal_sql(value),
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let op = match op {
+                    Operator::Eq => "=",
+                    Operator::NotEq => "<>",
+                    Operator::Lt => "<",
+                    Operator::LtEq => "<=",
+                    Operator::Gt => ">",
+                    Operator::GtEq => ">=",
+                    Operator::And => "AND",
+                    Operator::Or => "OR",
+                    _ => return None,
+                };
+                Some(format!(
+                    "({} {op} {})",
+                    self.translate(left)?,
+                    self.translate(right)?
+                ))
+            }
+            Expr::Not(inner) => Some(format!("(NOT {})", self.translate(inner)?)),
+            Expr::IsNull(inner) => Some(format!("({} IS NULL)", self.translate(inner)?)),
+            Expr::IsNotNull(inner) => Some(format!("({} IS NOT NULL)", self.translate(inner)?)),
+            Expr::Between(between) => Some(format!(
+                "({} {}BETWEEN {} AND {})",
+                self.translate(&between.expr)?,
+                if between.negated { "NOT " } else { "" },
+                self.translate(&between.low)?,
+                self.translate(&between.high)?
+            )),
+            Expr::InList(in_list) if !in_list.list.is_empty() => {
+                let items: Option<Vec<String>> =
+                    in_list.list.iter().map(|e| self.translate(e)).collect();
+                Some(format!(
+                    "({} {}IN ({}))",
+                    self.translate(&in_list.expr)?,
+                    if in_list.negated { "NOT " } else { "" },
+                    items?.join(", ")
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    async fn fetch(&self, sql: &str, schema: SchemaRef) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut client = self.shared.reader(&self.project_id).await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(pg_error("starting a scan"))?;
+        transaction
+            .batch_execute(&format!(
+                "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}",
+                self.shared.options.statement_timeout.as_millis()
+            ))
+            .await
+            .map_err(pg_error("starting a scan"))?;
+        let no_parameters: [&(dyn ToSql + Sync); 0] = [];
+        let stream = transaction
+            .query_raw(sql, no_parameters.iter().map(|p| *p as &dyn ToSql))
+            .await
+            .map_err(pg_error("scanning a collection"))?;
+        pin_mut!(stream);
+        let mut batches = Vec::new();
+        let mut rows = Vec::with_capacity(ROWS_PER_BATCH);
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(pg_error("scanning a collection"))?
+        {
+            rows.push(row);
+            if rows.len() == ROWS_PER_BATCH {
+                batches.push(conform(&rows, &schema)?);
+                rows.clear();
+            }
+        }
+        if !rows.is_empty() {
+            batches.push(conform(&rows, &schema)?);
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(pg_error("finishing a scan"))?;
+        Ok(batches)
+    }
+}
+
+/// The rows as a batch of exactly the declared (projected) schema.
+fn conform(rows: &[tokio_postgres::Row], schema: &SchemaRef) -> Result<RecordBatch, StoreError> {
+    let columns = rows.first().map(|r| r.columns()).unwrap_or(&[]);
+    let batch = rows_to_batch(columns, rows)?;
+    let mut arrays = Vec::with_capacity(schema.fields().len());
+    for (index, field) in schema.fields().iter().enumerate() {
+        let array = batch.column(index);
+        arrays.push(if array.data_type() == field.data_type() {
+            array.clone()
+        } else {
+            cast(array, field.data_type())?
+        });
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &options,
+    )?)
+}
+
+fn literal_sql(value: &ScalarValue) -> Option<String> {
+    match value {
+        ScalarValue::Int64(Some(v)) => Some(v.to_string()),
+        ScalarValue::Int32(Some(v)) => Some(v.to_string()),
+        ScalarValue::Boolean(Some(v)) => Some(v.to_string()),
+        ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => {
+            // NUL cannot be sent to PostgreSQL; DataFusion evaluates that filter.
+            (!text.contains('\0')).then(|| format!("({} COLLATE \"C\")", literal(text)))
+        }
+        ScalarValue::TimestampMillisecond(Some(ms), _) => timestamp_literal(*ms, 1_000_000),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => timestamp_literal(*us, 1_000),
+        // PostgreSQL keeps microseconds: a finer literal would be rounded.
+        ScalarValue::TimestampNanosecond(Some(ns), _) if ns % 1_000 == 0 => {
+            timestamp_literal(*ns, 1)
+        }
+        ScalarValue::TimestampSecond(Some(s), _) => timestamp_literal(*s, 1_000_000_000),
+        ScalarValue::Date32(Some(days)) => {
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1)?
+                .checked_add_signed(chrono::Duration::days(i64::from(*days)))?;
+            Some(format!("'{}'::date", date.format("%Y-%m-%d")))
+        }
+        _ => None,
+    }
+}
+
+/// `value` in units of `nanos_per_unit` nanoseconds, as a timestamptz literal.
+fn timestamp_literal(value: i64, nanos_per_unit: i64) -> Option<String> {
+    let nanos = i128::from(value) * i128::from(nanos_per_unit);
+    let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+    let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).ok()?;
+    let time = DateTime::from_timestamp(seconds, sub)?;
+    Some(format!(
+        "'{}'::timestamptz",
+        time.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+    ))
+}
+
+#[async_trait]
+impl TableProvider for PgCollectionProvider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.translate(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projected = match projection {
+            Some(indices) => Arc::new(self.schema.project(indices)?),
+            None => self.schema.clone(),
+        };
+        let batches = if self.exists {
+            let columns: Vec<String> = projected.fields().iter().map(|f| quote(f.name())).collect();
+            let conditions: Vec<String> =
+                filters.iter().filter_map(|f| self.translate(f)).collect();
+            let mut sql = format!(
+                "SELECT {} FROM {}",
+                columns.join(", "),
+                view(&self.project_id, &self.collection)
+            );
+            if !conditions.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&conditions.join(" AND "));
+            }
+            // Only without filters is a limit safe to apply before DataFusion.
+            if let (Some(limit), true) = (limit, filters.is_empty()) {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            self.fetch(&sql, projected.clone())
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+        } else {
+            Vec::new()
+        };
+        let source = MemorySourceConfig::try_new(&[batches], projected, None)?;
+        Ok(DataSourceExec::from_data_source(source))
+    }
+}

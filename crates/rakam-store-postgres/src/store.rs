@@ -1,0 +1,358 @@
+//! Appends: one transaction per request, a binary `COPY` per collection,
+//! acknowledged after `COMMIT`, so several server processes can write the
+//! same tables with nothing but PostgreSQL coordinating them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use chrono::{DateTime, Datelike};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use futures::{pin_mut, SinkExt};
+use parking_lot::Mutex;
+use rakam_model::{FieldType, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
+use rakam_store_api::{CollectionStats, EventStore, NativeSql, ProjectInfo, Result, StoreError};
+use tokio_postgres::error::SqlState;
+
+use crate::connection::{pg_error, Shared};
+use crate::copy_in::{check_types, encode_rows, HEADER, TRAILER};
+use crate::ddl::{self, StoredColumn};
+use crate::names::{data_table, physical_column, quote, view};
+use crate::native_sql::PgNativeSql;
+use crate::provider::PgCollectionProvider;
+
+/// Rows encoded per message sent to the server.
+const ROWS_PER_CHUNK: usize = 4_096;
+
+type CollectionKey = (String, String);
+
+#[derive(Debug)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+    /// Physical columns per (project id, collection); reloaded when a batch
+    /// names a column or type this copy has not seen.
+    columns: Mutex<HashMap<CollectionKey, Arc<Vec<StoredColumn>>>>,
+    /// Monthly partitions known to exist: (project id, collection, year, month).
+    partitions: Mutex<HashSet<(String, String, i32, u32)>>,
+}
+
+fn field_type_of(data_type: &DataType) -> Option<FieldType> {
+    Some(match data_type {
+        DataType::Utf8 => FieldType::String,
+        DataType::Int64 => FieldType::Long,
+        DataType::Float64 => FieldType::Double,
+        DataType::Boolean => FieldType::Boolean,
+        DataType::Date32 => FieldType::Date,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => FieldType::Timestamp,
+        DataType::List(item) => FieldType::Array(Box::new(field_type_of(item.data_type())?)),
+        _ => return None,
+    })
+}
+
+/// The (year, month) of every `_time` in the batch.
+fn months_of(batch: &RecordBatch) -> Result<Vec<(i32, u32)>> {
+    let times = batch
+        .column_by_name(TIME_COLUMN)
+        .ok_or_else(|| StoreError::Data("a batch has no _time column".into()))?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| StoreError::Data("_time is not a millisecond timestamp".into()))?;
+    let mut months = HashSet::new();
+    // Rows arrive mostly in time order: skip the calendar while a row stays
+    // within the month of the previous one.
+    let mut current: Option<(i64, i64)> = None;
+    for index in 0..times.len() {
+        if times.is_null(index) {
+            continue;
+        }
+        let millis = times.value(index);
+        if matches!(current, Some((start, end)) if millis >= start && millis < end) {
+            continue;
+        }
+        let time = DateTime::from_timestamp_millis(millis)
+            .ok_or_else(|| StoreError::Data(format!("_time {millis} is out of range")))?;
+        let (year, month) = (time.year(), time.month());
+        if !(1..=9999).contains(&year) {
+            return Err(StoreError::Data(format!(
+                "_time {time} is outside the years 1 to 9999"
+            )));
+        }
+        let start = chrono::NaiveDate::from_ymd_opt(year, month, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc().timestamp_millis());
+        let end = chrono::NaiveDate::from_ymd_opt(year, month, 1)
+            .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc().timestamp_millis());
+        if let (Some(start), Some(end)) = (start, end) {
+            current = Some((start, end));
+        }
+        months.insert((year, month));
+    }
+    let mut months: Vec<_> = months.into_iter().collect();
+    months.sort_unstable();
+    Ok(months)
+}
+
+impl PgStore {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            columns: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The physical column each field of the batch goes to.
+    async fn physical_columns(
+        &self,
+        project: &ProjectInfo,
+        collection: &str,
+        schema: &SchemaRef,
+    ) -> Result<Vec<String>> {
+        let key = (project.id.clone(), collection.to_string());
+        let resolve = |columns: &[StoredColumn]| -> Option<Vec<String>> {
+            schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    let name = field.name().as_str();
+                    if [TIME_COLUMN, SERVER_TIME_COLUMN, UNMAPPED_COLUMN].contains(&name) {
+                        return Some(name.to_string());
+                    }
+                    let stored = columns.iter().find(|c| c.name == name)?;
+                    let field_type = field_type_of(field.data_type())?;
+                    if field_type != stored.field_type && field_type != stored.first_type {
+                        return None;
+                    }
+                    Some(physical_column(name, &field_type, &stored.first_type))
+                })
+                .collect()
+        };
+        let cached = self.columns.lock().get(&key).cloned();
+        if let Some(resolved) = cached.as_deref().and_then(|c| resolve(c)) {
+            return Ok(resolved);
+        }
+        let client = self.shared.admin().await?;
+        let columns = ddl::load_columns(&client, &project.id, collection)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Data(format!("collection {collection:?} has no table yet"))
+            })?;
+        let resolved = resolve(&columns).ok_or_else(|| {
+            StoreError::Data(format!(
+                "a batch for {collection:?} does not fit the collection's columns"
+            ))
+        })?;
+        self.columns.lock().insert(key, Arc::new(columns));
+        Ok(resolved)
+    }
+
+    async fn ensure_partitions(
+        &self,
+        project: &ProjectInfo,
+        collection: &str,
+        months: &[(i32, u32)],
+    ) -> Result<()> {
+        let missing: Vec<(i32, u32)> = {
+            let known = self.partitions.lock();
+            months
+                .iter()
+                .copied()
+                .filter(|(y, m)| {
+                    !known.contains(&(project.id.clone(), collection.to_string(), *y, *m))
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.shared.admin().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(pg_error("starting partition creation"))?;
+        ddl::lock_project(&transaction, &project.id).await?;
+        ddl::create_partitions(&transaction, &project.id, collection, &missing).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(pg_error("committing partitions"))?;
+        let mut known = self.partitions.lock();
+        for (year, month) in missing {
+            known.insert((project.id.clone(), collection.to_string(), year, month));
+        }
+        Ok(())
+    }
+
+    fn forget(&self, project_id: &str) {
+        self.columns.lock().retain(|(id, _), _| id != project_id);
+        self.partitions
+            .lock()
+            .retain(|(id, _, _, _)| id != project_id);
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append(
+        &self,
+        project: &ProjectInfo,
+        batches: Vec<(String, RecordBatch)>,
+    ) -> Result<()> {
+        let mut plans = Vec::with_capacity(batches.len());
+        for (collection, batch) in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            check_types(batch.columns())?;
+            let physical = self
+                .physical_columns(project, &collection, &batch.schema())
+                .await?;
+            let months = months_of(&batch)?;
+            self.ensure_partitions(project, &collection, &months)
+                .await?;
+            plans.push((collection, batch, physical));
+        }
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.shared.admin().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(pg_error("starting an append"))?;
+        for (collection, batch, physical) in &plans {
+            let columns: Vec<String> = physical.iter().map(|c| quote(c)).collect();
+            let statement = format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                data_table(&project.id, collection),
+                columns.join(", ")
+            );
+            let sink = transaction
+                .copy_in::<_, bytes::Bytes>(&statement)
+                .await
+                .map_err(pg_error("starting COPY"))?;
+            pin_mut!(sink);
+            let mut buffer = BytesMut::with_capacity(1 << 20);
+            buffer.extend_from_slice(HEADER);
+            let rows = batch.num_rows();
+            let mut start = 0;
+            while start < rows {
+                let end = (start + ROWS_PER_CHUNK).min(rows);
+                encode_rows(&mut buffer, batch.columns(), start, end)?;
+                if end == rows {
+                    buffer.extend_from_slice(TRAILER);
+                }
+                sink.send(buffer.split().freeze())
+                    .await
+                    .map_err(|e| self.copy_failed(project, collection, &e))?;
+                start = end;
+            }
+            sink.as_mut()
+                .finish()
+                .await
+                .map_err(|e| self.copy_failed(project, collection, &e))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(pg_error("committing an append"))?;
+        Ok(())
+    }
+
+    async fn table_provider(
+        &self,
+        project: &ProjectInfo,
+        collection: &str,
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let client = self.shared.admin().await?;
+        let exists = ddl::load_columns(&client, &project.id, collection)
+            .await?
+            .is_some();
+        Ok(Arc::new(PgCollectionProvider::new(
+            self.shared.clone(),
+            &project.id,
+            collection,
+            schema,
+            exists,
+        )))
+    }
+
+    async fn stats(&self, project: &ProjectInfo, collection: &str) -> Result<CollectionStats> {
+        let client = self.shared.admin().await?;
+        let sql = format!(
+            "SELECT count(*), count(_unmapped) FROM {}",
+            view(&project.id, collection)
+        );
+        match client.query_one(&sql, &[]).await {
+            Ok(row) => Ok(CollectionStats {
+                rows: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                unmapped_rows: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            }),
+            Err(error)
+                if matches!(
+                    error.code(),
+                    Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
+                ) =>
+            {
+                Ok(CollectionStats::default())
+            }
+            Err(error) => Err(pg_error("counting rows")(error)),
+        }
+    }
+
+    async fn delete_project(&self, project: &ProjectInfo) -> Result<()> {
+        let mut client = self.shared.admin().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(pg_error("starting project deletion"))?;
+        ddl::lock_project(&transaction, &project.id).await?;
+        ddl::drop_project_objects(&transaction, &project.id).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(pg_error("committing project deletion"))?;
+        self.shared.forget_reader(&project.id);
+        self.forget(&project.id);
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every acknowledged append is already committed.
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.shared.close();
+        Ok(())
+    }
+
+    fn native_sql(&self) -> Option<Arc<dyn NativeSql>> {
+        Some(Arc::new(PgNativeSql::new(self.shared.clone())))
+    }
+}
+
+impl PgStore {
+    /// A failed COPY may mean our caches are stale (a partition or column
+    /// dropped by another process): forget them so the retry reloads.
+    fn copy_failed(
+        &self,
+        project: &ProjectInfo,
+        collection: &str,
+        error: &tokio_postgres::Error,
+    ) -> StoreError {
+        self.columns
+            .lock()
+            .remove(&(project.id.clone(), collection.to_string()));
+        self.partitions
+            .lock()
+            .retain(|(id, c, _, _)| !(id == &project.id && c == collection));
+        crate::connection::classify("writing rows", error)
+    }
+}
