@@ -25,6 +25,24 @@ import rakam_server  # noqa: E402
 from rakam_server import start, stop  # noqa: E402
 
 QUERIES = "q1_count_by_collection_day,q3_funnel_signup_cart_purchase_7d,q4_weekly_retention_8w,q5_segment_mobile_pageviews_country_day"
+# With --postgres-url every query runs: q1, q2, q5 and q6 as SQL inside PostgreSQL
+# (/query/execute), q3 and q4 through the analysis API.
+PG_SQL = {
+    "q1_count_by_collection_day": """
+SELECT _collection, date_trunc('day', _time)::date AS day, count(*) AS events
+FROM _all GROUP BY 1, 2 ORDER BY 2, 1""",
+    "q2_top_urls_30d_unique_users": """
+SELECT url, count(DISTINCT _user) AS users FROM pageview
+WHERE _time >= '2024-03-01 00:00:00+00' AND _time < '2024-03-31 00:00:00+00'
+GROUP BY url ORDER BY users DESC, url LIMIT 10""",
+    "q5_segment_mobile_pageviews_country_day": """
+SELECT date_trunc('day', _time)::date AS day, country, count(*) AS events FROM pageview
+WHERE device = 'mobile' AND _time >= '2024-02-01 00:00:00+00' AND _time < '2024-03-01 00:00:00+00'
+GROUP BY 1, 2 ORDER BY 1, 2""",
+    "q6_revenue_by_experiment_plan": """
+SELECT exp_checkout_v2 AS variant, plan, count(*) AS purchases, round(sum(amount)::numeric, 2) AS revenue
+FROM purchase WHERE exp_checkout_v2 IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2""",
+}
 ALL_DATES = {"startDate": "2024-01-01", "endDate": "2024-03-31"}
 
 
@@ -76,17 +94,22 @@ def post(port, path, body, headers):
     return rakam_server.post(rakam_server.connect(port), path, body, headers)
 
 
+def arguments(ap):
+    ap.add_argument("--binary", default=os.environ.get("RAKAM_BIN", "/var/cache/rakam-target/release/rakam"))
+    ap.add_argument("--postgres-url", default="", help="run on the PostgreSQL backend in this database")
+
+
 def main():
-    a = benchlib.parse_args("rakam", lambda ap: ap.add_argument(
-        "--binary", default=os.environ.get("RAKAM_BIN", "/var/cache/rakam-target/release/rakam")))
-    if not a.only:
+    a = benchlib.parse_args("rakam", arguments)
+    if not a.only and not a.postgres_url:
         a.queries = QUERIES.split(",")
-    work = os.path.join(a.work, f"rakam-{a.events}")
+    store = ["--store", "postgres", "--postgres-url", a.postgres_url] if a.postgres_url else []
+    work = os.path.join(a.work, f"rakam-{'pg-' if a.postgres_url else ''}{a.events}")
     keys_file = os.path.join(work, "keys.json")
     load_info = {}
     if not os.path.exists(keys_file):
         os.makedirs(work, exist_ok=True)
-        server, port = start(a.binary, os.path.join(work, "data"))
+        server, port = start(a.binary, os.path.join(work, "data"), store)
         try:
             keys = json.loads(post(port, "/project/create", json.dumps({"name": "bench"}), {}))
             with benchlib.Step(load_info, "load_http_ndjson"):
@@ -96,12 +119,15 @@ def main():
         json.dump(keys, open(keys_file, "w"))
         print(f"loaded {a.events:,} events in {load_info['load_http_ndjson_s']} s", flush=True)
     keys = json.load(open(keys_file))
-    server, port = start(a.binary, os.path.join(work, "data"))
+    server, port = start(a.binary, os.path.join(work, "data"), store)
     try:
         catalog = requests()
         headers = {"content-type": "application/json", "read_key": keys["read_key"]}
 
         def run_one(name):
+            if a.postgres_url and name in PG_SQL:
+                body = json.dumps({"query": PG_SQL[name]})
+                return json.loads(post(port, "/query/execute", body, headers))["result"]
             path, body, shape = catalog[name]
             return shape(json.loads(post(port, path, json.dumps(body), headers)))
 
@@ -110,7 +136,8 @@ def main():
     finally:
         stop(server)
     version = subprocess.run([a.binary, "--version"], capture_output=True, text=True).stdout.strip()
-    benchlib.save(a, "rakam", "analysis-http", version, load_info, queries)
+    variant = "postgres-http" if a.postgres_url else "analysis-http"
+    benchlib.save(a, "rakam", variant, version, load_info, queries)
 
 
 if __name__ == "__main__":

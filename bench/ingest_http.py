@@ -46,6 +46,16 @@ def dir_bytes(path):
     return total
 
 
+def postgres_bytes(url):
+    """Tables, partitions and indexes of every Rakam project in the database."""
+    import psycopg2
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+                       JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE n.nspname LIKE 'rakam_%_data' AND c.relkind = 'r'""")
+        return int(cur.fetchone()[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="/tmp/evbench/data/events_1000000")
@@ -55,6 +65,8 @@ def main():
     ap.add_argument("--durability", default="fsync", choices=["fsync", "os"])
     ap.add_argument("--results", default="/tmp/evbench/results")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--postgres-url", default="",
+                    help="ingest into the PostgreSQL backend in this (empty) database")
     a = ap.parse_args()
 
     meta = json.load(open(a.data + ".meta.json"))
@@ -62,7 +74,8 @@ def main():
     chunks = rakam_server.ndjson_chunks(open(a.data + ".ndjson", "rb").read(), a.batch_events)
 
     work = tempfile.mkdtemp(prefix="rakam-bench-")
-    server, port = rakam_server.start(a.binary, work + "/data", ["--durability", a.durability], wait_s=60)
+    store = ["--store", "postgres", "--postgres-url", a.postgres_url] if a.postgres_url else []
+    server, port = rakam_server.start(a.binary, work + "/data", ["--durability", a.durability, *store], wait_s=60)
     try:
         time.sleep(1.0)
         idle_rss_mb = proc_mem_kb(server.pid, "VmRSS") / 1024
@@ -96,7 +109,7 @@ def main():
         # flush everything to Parquet (graceful stop) to measure bytes on disk
         server.terminate()
         server.wait(timeout=300)
-        disk = dir_bytes(work + "/data/tables")
+        disk = postgres_bytes(a.postgres_url) if a.postgres_url else dir_bytes(work + "/data/tables")
     finally:
         if server.poll() is None:
             server.kill()
@@ -118,10 +131,11 @@ def main():
         "ack_to_visible_ms_p50": round(statistics.median(latencies), 2),
         "ack_to_visible_ms_max": round(max(latencies), 2),
     }
-    result = {"engine": "rakam", "variant": "http", "version": "0.1.0", "events": events,
+    variant = "pg-ingest-http" if a.postgres_url else "http"
+    result = {"engine": "rakam", "variant": variant, "version": "0.1.0", "events": events,
               "load": load, "queries": {}}
     os.makedirs(a.results, exist_ok=True)
-    with open(os.path.join(a.results, f"rakam-http-{events}.json"), "w") as f:
+    with open(os.path.join(a.results, f"rakam-{variant}-{events}.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
 

@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 
 use rakam_test_support::expected::{check_dir, Records};
+use rakam_test_support::{available, Backend};
 use serde_json::{Map, Value};
 
 impl Records for common::Harness {
@@ -30,4 +31,20 @@ impl Records for common::Harness {
 async fn documented_examples() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples");
     check_dir(&dir, "txt", common::Harness::new).await;
+}
+
+/// The same files on PostgreSQL: analyses read through its table provider
+/// (filters pushed into SQL), so the answers must not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_examples_on_postgres() {
+    if !available(Backend::Postgres, "the analysis examples on PostgreSQL") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples");
+    check_dir(&dir, "txt", || async {
+        common::Harness::on(Backend::Postgres)
+            .await
+            .expect("PostgreSQL was available a moment ago")
+    })
+    .await;
 }

@@ -6,10 +6,13 @@ mod common;
 mod simple;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
+use rakam_test_support::{available, Backend};
 use serde_json::{json, Map, Value};
 use simple::{Event, Filter, Kind, Mode, Range, Unit};
 
@@ -83,8 +86,20 @@ fn kind_json(kind: &Kind, filter_key: &str) -> Value {
     Value::Object(out)
 }
 
+/// Every other case runs on PostgreSQL (when a server answers), so each
+/// property is checked on both backends' scans.
 async fn load(events: &[Event]) -> common::Harness {
-    let harness = common::Harness::new().await;
+    static CASES: AtomicUsize = AtomicUsize::new(0);
+    static POSTGRES: OnceLock<bool> = OnceLock::new();
+    let on_postgres = CASES.fetch_add(1, Ordering::Relaxed) % 2 == 1
+        && *POSTGRES.get_or_init(|| available(Backend::Postgres, "half of the property cases"));
+    let harness = if on_postgres {
+        common::Harness::on(Backend::Postgres)
+            .await
+            .expect("PostgreSQL was available a moment ago")
+    } else {
+        common::Harness::new().await
+    };
     for collection in COLLECTIONS {
         let rows = events
             .iter()

@@ -1,7 +1,9 @@
 //! Expected-output tests of the SQL surface, in the spirit of sqllogictest:
-//! each `tests/slt/*.slt` file ingests events through the real ingest path
-//! into a fresh embedded store and checks query results (or errors) against
-//! the text in the file (format: `rakam_test_support::expected`).
+//! each `.slt` file ingests events through the real ingest path into a fresh
+//! store and checks query results (or errors) against the text in the file
+//! (format: `rakam_test_support::expected`). `tests/slt/` runs on every
+//! backend; `tests/slt_datafusion/` (embedded) and `tests/slt_postgres/`
+//! hold what differs with the SQL dialect (type names, error texts).
 //! `RAKAM_SLT_COMPLETE=1 cargo test --workspace --test slt_runner` rewrites
 //! the expected blocks from the actual output.
 //!
@@ -14,7 +16,7 @@ use std::path::Path;
 
 use rakam_query::rows_as_json;
 use rakam_test_support::expected::{check_dir, Records};
-use rakam_test_support::TestStore;
+use rakam_test_support::{available, Backend, TestStore};
 use serde_json::{Map, Value};
 
 struct Sql(TestStore);
@@ -49,8 +51,29 @@ impl Records for Sql {
     }
 }
 
+async fn run_dir(name: &str, backend: Backend) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
+    check_dir(&dir, "slt", || async move {
+        Sql(TestStore::on(backend, "slt")
+            .await
+            .expect("the backend was available a moment ago"))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_expected_outputs() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
-    check_dir(&dir, "slt", || async { Sql(TestStore::new("slt").await) }).await;
+    run_dir("slt", Backend::Embedded).await;
+    run_dir("slt_datafusion", Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_expected_outputs_on_postgres() {
+    if !available(Backend::Postgres, "the SQL expected outputs on PostgreSQL") {
+        return;
+    }
+    run_dir("slt", Backend::Postgres).await;
+    run_dir("slt_postgres", Backend::Postgres).await;
 }

@@ -114,6 +114,7 @@ pub(crate) async fn create_project_objects(
          CREATE ROLE {role} LOGIN NOINHERIT PASSWORD {password};
          ALTER ROLE {role} SET search_path = {views};
          ALTER ROLE {role} SET default_transaction_read_only = on;
+         ALTER ROLE {role} SET timezone = 'UTC';
          GRANT CONNECT ON DATABASE {database} TO {role};
          GRANT USAGE ON SCHEMA {views} TO {role};",
         data = quote(&data_schema(project_id)),

@@ -4,6 +4,7 @@
 //! which makes a missing server a failure.
 
 use std::future::Future;
+use std::io::Write;
 
 use tokio_postgres::NoTls;
 
@@ -99,7 +100,10 @@ impl TempDatabase {
                 "RAKAM_REQUIRE_SERVICES=1 but PostgreSQL at {admin} is unusable for {purpose}: {error}"
             ),
             Err(error) => {
-                eprintln!(
+                // Straight to stderr: the test harness captures eprintln!,
+                // and a skip must be seen.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
                      !!! SKIPPED {purpose}: no PostgreSQL at {admin} ({error}).\n\
                      !!! Start one or set RAKAM_TEST_POSTGRES_URL; CI sets RAKAM_REQUIRE_SERVICES=1.\n\

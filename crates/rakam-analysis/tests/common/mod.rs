@@ -1,8 +1,8 @@
-//! A fresh embedded store with one project, the real ingest path and the
-//! analyzer the HTTP API uses.
+//! A fresh store (embedded or PostgreSQL) with one project, the real ingest
+//! path and the analyzer the HTTP API uses.
 
 use rakam_analysis::{AnalysisKind, Analyzer};
-use rakam_test_support::TestStore;
+use rakam_test_support::{Backend, TestStore};
 use serde_json::{Map, Value};
 
 pub struct Harness {
@@ -12,9 +12,15 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Self {
-        let store = TestStore::new("analysis").await;
+        Self::on(Backend::Embedded)
+            .await
+            .expect("the embedded store is always available")
+    }
+
+    pub async fn on(backend: Backend) -> Option<Self> {
+        let store = TestStore::on(backend, "analysis").await?;
         let analyzer = Analyzer::new(store.catalog.clone(), store.engine.clone());
-        Self { store, analyzer }
+        Some(Self { store, analyzer })
     }
 
     pub async fn ingest(&self, collection: &str, events: Vec<Map<String, Value>>) {
