@@ -34,7 +34,7 @@ impl PgOptions {
             url: url.into(),
             max_columns_per_collection: 1000,
             pool_size: 16,
-            reader_pool_size: 8,
+            reader_pool_size: 4,
             ddl_lock_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(300),
         }
@@ -151,6 +151,16 @@ impl Shared {
         })
     }
 
+    /// Closes connections unused for `max_idle`, so projects that are not
+    /// being queried hold no connection (PostgreSQL's `max_connections` is
+    /// shared by every project's pool).
+    pub fn close_idle(&self, max_idle: Duration) {
+        let pools: Vec<Pool> = self.readers.lock().values().cloned().collect();
+        for pool in pools.iter().chain(std::iter::once(&self.admin)) {
+            pool.retain(|_, metrics| metrics.last_used() < max_idle);
+        }
+    }
+
     pub fn forget_reader(&self, project_id: &str) {
         if let Some(pool) = self.readers.lock().remove(project_id) {
             pool.close();
@@ -181,6 +191,29 @@ pub(crate) fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let Some(database) = crate::testing::TempDatabase::create("the idle-connection test")
+        else {
+            return;
+        };
+        let shared = Shared::connect(PgOptions::new(database.url.clone()))
+            .await
+            .expect("connect");
+        assert_eq!(shared.admin.status().size, 1);
+        shared.close_idle(Duration::from_secs(60));
+        assert_eq!(
+            shared.admin.status().size,
+            1,
+            "a connection in use recently stays"
+        );
+        shared.close_idle(Duration::ZERO);
+        assert_eq!(shared.admin.status().size, 0);
+        shared.close();
+    }
+
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(

@@ -25,13 +25,27 @@ pub use connection::PgOptions;
 pub use store::PgStore;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rakam_store_api::Result;
+
+/// Connections unused this long are closed.
+const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// Connects, applies pending migrations, and returns the catalog and store.
 pub async fn open(options: PgOptions) -> Result<(Arc<PgCatalog>, Arc<PgStore>)> {
     let shared = Arc::new(connection::Shared::connect(options).await?);
     migrations::apply(&shared).await?;
+    let weak = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(MAX_IDLE / 2).await;
+            match weak.upgrade() {
+                Some(shared) => shared.close_idle(MAX_IDLE),
+                None => break,
+            }
+        }
+    });
     Ok((
         Arc::new(PgCatalog::new(shared.clone())),
         Arc::new(PgStore::new(shared)),
