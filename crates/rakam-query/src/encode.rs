@@ -176,6 +176,55 @@ fn value_at(array: &ArrayRef, row: usize) -> Result<Value, QueryError> {
     })
 }
 
+fn is_nested(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+    )
+}
+
+/// CSV has no arrays or objects: such a column is written as its JSON text
+/// (`["a","b"]`), the form the JSON results use.
+fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_nested(f.data_type()))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !is_nested(field.data_type()) {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let mut texts = Vec::with_capacity(column.len());
+        for row in 0..column.len() {
+            texts.push(if column.is_null(row) {
+                None
+            } else {
+                Some(value_at(column, row)?.to_string())
+            });
+        }
+        fields.push(datafusion::arrow::datatypes::Field::new(
+            field.name(),
+            DataType::Utf8,
+            true,
+        ));
+        columns.push(std::sync::Arc::new(StringArray::from(texts)));
+    }
+    let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    RecordBatch::try_new(schema, columns).map_err(|e| QueryError::Execution(e.to_string()))
+}
+
 pub fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
     let mut out = Vec::new();
     {
@@ -184,12 +233,12 @@ pub fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>
             .build(&mut out);
         if batches.is_empty() {
             writer
-                .write(&RecordBatch::new_empty(schema.clone()))
+                .write(&flat_for_csv(&RecordBatch::new_empty(schema.clone()))?)
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
         }
         for batch in batches {
             writer
-                .write(batch)
+                .write(&flat_for_csv(batch)?)
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
         }
     }
@@ -234,6 +283,24 @@ mod tests {
     fn descriptive_names_follow_rakam() {
         assert_eq!(descriptive_name("page_url"), "Page url");
         assert_eq!(descriptive_name("_time"), "Time");
+    }
+
+    #[test]
+    fn csv_writes_arrays_as_json_text() {
+        use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder};
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        tags.values().append_value("a");
+        tags.values().append_value("b,c");
+        tags.append(true);
+        tags.append(false);
+        let tags: ArrayRef = std::sync::Arc::new(tags.finish());
+        let n: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![1, 2]));
+        let batch = RecordBatch::try_from_iter([("n", n), ("tags", tags)]).expect("batch");
+        let csv = encode_csv(&batch.schema(), &[batch]).expect("csv");
+        assert_eq!(
+            String::from_utf8(csv).expect("utf-8"),
+            "n,tags\n1,\"[\"\"a\"\",\"\"b,c\"\"]\"\n2,\n"
+        );
     }
 
     #[test]

@@ -203,6 +203,21 @@ fn export_and_metadata() {
         .map(|f| f["type"].clone())
         .collect();
     assert_eq!(types, vec![json!("DOUBLE"), json!("TIMESTAMP")]);
+
+    // CSV has no arrays: an array column is exported as its JSON text.
+    assert_eq!(
+        server
+            .collect(&keys, "tagged", json!({"tags": ["a", "b,c"]}))
+            .status,
+        200
+    );
+    let csv = server.post(
+        "/query/export",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT tags FROM tagged", "export_type": "CSV"}),
+    );
+    assert_eq!(csv.status, 200, "{}", csv.body);
+    assert_eq!(csv.body, "tags\n\"[\"\"a\"\",\"\"b,c\"\"]\"\n");
 }
 
 #[test]
