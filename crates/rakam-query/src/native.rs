@@ -65,7 +65,7 @@ impl Visitor for CteNames {
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
-                self.0.insert(cte.alias.name.value.clone());
+                self.0.insert(Tables::name_of(&cte.alias.name));
             }
         }
         ControlFlow::Continue(())
@@ -128,10 +128,28 @@ impl Tables {
     }
 }
 
+/// Whether a set expression has a `TABLE name` branch (nested queries are
+/// visited on their own).
+fn contains_table_command(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Table(_) => true,
+        SetExpr::SetOperation { left, right, .. } => {
+            contains_table_command(left) || contains_table_command(right)
+        }
+        _ => false,
+    }
+}
+
 impl VisitorMut for Tables {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        // `TABLE name` names a table outside any table factor.
+        if contains_table_command(query.body.as_ref()) {
+            return self.fail(QueryError::Forbidden(
+                "TABLE name is not allowed: write SELECT * FROM name".into(),
+            ));
+        }
         if matches!(
             query.body.as_ref(),
             SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
@@ -184,6 +202,7 @@ mod tests {
         );
         assert!(prepare("WITH a AS (SELECT 1) SELECT * FROM a, _all").is_ok());
         assert!(prepare("SELECT * FROM generate_series(1, 3)").is_ok());
+        assert!(prepare("WITH Foo AS (SELECT 1) SELECT * FROM Foo").is_ok());
     }
 
     #[test]
@@ -198,6 +217,8 @@ mod tests {
             "WITH x AS (DELETE FROM pageview RETURNING *) SELECT * FROM x",
             "SELECT 1; SELECT 2",
             "COPY pageview TO STDOUT",
+            "TABLE pg_catalog.pg_roles",
+            "SELECT * FROM pageview UNION TABLE pg_roles",
         ] {
             assert!(prepare(sql).is_err(), "{sql} accepted");
         }

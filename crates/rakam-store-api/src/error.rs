@@ -40,6 +40,11 @@ pub enum StoreError {
     QueryTimeout { seconds: u64 },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    #[error("{name:?} is longer than the {limit} bytes this store allows for a name")]
+    NameTooLong { name: String, limit: usize },
+    /// A value the backend cannot store at all (PostgreSQL text and NUL).
+    #[error("{0}")]
+    Unstorable(String),
 }
 
 impl StoreError {
@@ -54,7 +59,8 @@ impl ErrorExt for StoreError {
         match self {
             Self::ProjectNotFound(_) => ErrorCode::ProjectNotFound,
             Self::ProjectExists(_) => ErrorCode::ProjectExists,
-            Self::InvalidProjectName(_) => ErrorCode::InvalidName,
+            Self::InvalidProjectName(_) | Self::NameTooLong { .. } => ErrorCode::InvalidName,
+            Self::Unstorable(_) => ErrorCode::InvalidValue,
             Self::TooManyColumns { .. } => ErrorCode::TooManyColumns,
             Self::TypeConflict { .. } => ErrorCode::TypeConflict,
             Self::Model(inner) => inner.code(),

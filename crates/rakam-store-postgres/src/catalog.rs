@@ -12,9 +12,9 @@ use rakam_store_api::{
 };
 use tokio_postgres::error::SqlState;
 
-use crate::connection::{pg_error, Shared};
+use crate::connection::{is_lock_timeout, pg_error, Shared};
 use crate::ddl::{self, StoredColumn};
-use crate::names::reader_role;
+use crate::names::{reader_role, MAX_IDENTIFIER_BYTES};
 
 #[derive(Debug)]
 pub struct PgCatalog {
@@ -98,16 +98,16 @@ impl PgCatalog {
             .batch_execute(&lock_timeout)
             .await
             .map_err(pg_error("setting the lock timeout"))?;
+        // The row lock serialises the project's schema changes (ddl::lock_project).
         let row = transaction
             .query_opt(
-                "SELECT id FROM rakam_meta.projects WHERE name = $1 FOR SHARE",
+                "SELECT id FROM rakam_meta.projects WHERE name = $1 FOR NO KEY UPDATE",
                 &[&project],
             )
             .await
             .map_err(pg_error("reading a project"))?
             .ok_or_else(|| StoreError::ProjectNotFound(project.to_string()))?;
         let project_id: String = row.get(0);
-        ddl::lock_project(&transaction, &project_id).await?;
         let (current, created) =
             match ddl::load_columns(&transaction, &project_id, collection).await? {
                 Some(columns) => (columns, false),
@@ -156,8 +156,14 @@ impl PgCatalog {
     }
 }
 
-fn is_lock_timeout(error: &StoreError) -> bool {
-    matches!(error, StoreError::Data(message) if message.contains("lock timeout"))
+/// Splits off the requested columns whose names PostgreSQL would cut; their
+/// values go to `_unmapped`, as for columns over the column limit.
+fn storable(requested: &[Column]) -> (Vec<Column>, Vec<String>) {
+    let (fit, too_long): (Vec<_>, Vec<_>) = requested
+        .iter()
+        .cloned()
+        .partition(|c| c.name.len() <= MAX_IDENTIFIER_BYTES);
+    (fit, too_long.into_iter().map(|c| c.name).collect())
 }
 
 #[async_trait]
@@ -242,7 +248,6 @@ impl Catalog for PgCatalog {
             .map_err(pg_error("deleting a project"))?
             .ok_or_else(|| StoreError::ProjectNotFound(name.to_string()))?;
         let id: String = row.get(0);
-        ddl::lock_project(&transaction, &id).await?;
         ddl::drop_project_objects(&transaction, &id).await?;
         transaction
             .commit()
@@ -312,11 +317,19 @@ impl Catalog for PgCatalog {
         collection: &str,
         requested: &[Column],
     ) -> Result<EvolveOutcome> {
+        if collection.len() > MAX_IDENTIFIER_BYTES {
+            return Err(StoreError::NameTooLong {
+                name: collection.to_string(),
+                limit: MAX_IDENTIFIER_BYTES,
+            });
+        }
+        let (requested, too_long) = storable(requested);
+        let requested = requested.as_slice();
         if let Some(schema) = self.schema(project, collection).await? {
             if !schema.needs_evolution(requested) {
                 return Ok(EvolveOutcome {
                     schema,
-                    refused: Vec::new(),
+                    refused: too_long,
                 });
             }
         }
@@ -326,6 +339,10 @@ impl Catalog for PgCatalog {
         let mut attempt = 0;
         loop {
             match self.evolve_locked(project, collection, requested).await {
+                Ok(mut outcome) => {
+                    outcome.refused.extend(too_long);
+                    return Ok(outcome);
+                }
                 Err(error) if is_lock_timeout(&error) && attempt < 5 => {
                     attempt += 1;
                     tracing::warn!(

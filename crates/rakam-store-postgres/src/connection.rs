@@ -8,6 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use parking_lot::Mutex;
 use rakam_store_api::{Result, StoreError};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 #[derive(Debug, Clone)]
@@ -53,12 +54,37 @@ pub(crate) fn pg_error(context: &str) -> impl FnOnce(tokio_postgres::Error) -> S
     move |error| classify(context, &error)
 }
 
+/// How a lock wait that hit `lock_timeout` ends its message (ours, so the
+/// check does not depend on the server's language).
+const LOCK_WAIT: &str = "timed out waiting for a lock";
+
+/// Whether an error is a lock wait that hit `lock_timeout` (worth a retry).
+pub(crate) fn is_lock_timeout(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unavailable(message) if message.ends_with(LOCK_WAIT))
+}
+
 pub(crate) fn classify(context: &str, error: &tokio_postgres::Error) -> StoreError {
-    match error.as_db_error() {
-        Some(db) => StoreError::Data(format!("{context}: {}", db.message())),
-        None if error.is_closed() => StoreError::Unavailable(format!("{context}: {error}")),
-        None => StoreError::Unavailable(format!("{context}: {error}")),
+    let Some(db) = error.as_db_error() else {
+        return StoreError::Unavailable(format!("{context}: {error}"));
+    };
+    let code = db.code();
+    if code == &SqlState::LOCK_NOT_AVAILABLE {
+        return StoreError::Unavailable(format!("{context}: {LOCK_WAIT}"));
     }
+    // The server is busy or going away: worth a retry, not the client's fault.
+    if [
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+    ]
+    .contains(code)
+    {
+        return StoreError::Unavailable(format!("{context}: {}", db.message()));
+    }
+    StoreError::Data(format!("{context}: {}", db.message()))
 }
 
 fn pool(config: tokio_postgres::Config, size: usize, recycling: RecyclingMethod) -> Result<Pool> {

@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType,
+    DataType, Date32Type, Fields, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType,
 };
 use rakam_store_api::{Result, StoreError};
 
@@ -109,16 +109,32 @@ fn write_list(out: &mut BytesMut, list: &ListArray, row: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks up front that every column is of a type the encoder writes, so
-/// a batch fails before any byte is sent rather than half-way.
-pub(crate) fn check_types(columns: &[ArrayRef]) -> Result<()> {
-    for column in columns {
-        match column.data_type() {
-            DataType::List(field) => {
-                element_oid(field.data_type())?;
+/// Checks up front that every column is of a type the encoder writes and
+/// every text is storable, so a batch fails before any byte is sent rather
+/// than half-way.
+pub(crate) fn check_batch(fields: &Fields, columns: &[ArrayRef]) -> Result<()> {
+    for (field, column) in fields.iter().zip(columns) {
+        let texts = match column.data_type() {
+            DataType::List(item) => {
+                element_oid(item.data_type())?;
+                (item.data_type() == &DataType::Utf8)
+                    .then(|| column.as_list::<i32>().values().clone())
             }
+            DataType::Utf8 => Some(column.clone()),
             other => {
                 element_oid(other)?;
+                None
+            }
+        };
+        // PostgreSQL's text cannot hold NUL; refusing the request names the
+        // field, where the server would only fail the whole COPY.
+        if let Some(texts) = texts {
+            let texts = texts.as_string::<i32>();
+            if texts.value_data().contains(&0) {
+                return Err(StoreError::Unstorable(format!(
+                    "field {:?} holds the character U+0000, which PostgreSQL cannot store in text",
+                    field.name()
+                )));
             }
         }
     }
@@ -164,7 +180,25 @@ mod tests {
                 PG_EPOCH_MILLIS + 1,
             ])),
         ];
-        check_types(&columns).expect("supported");
+        let fields: Fields = ["n", "s", "t"]
+            .iter()
+            .zip(&columns)
+            .map(|(name, c)| {
+                datafusion::arrow::datatypes::Field::new(*name, c.data_type().clone(), true)
+            })
+            .collect();
+        check_batch(&fields, &columns).expect("supported");
+        let nul: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec!["a\0b"]))];
+        let nul_field: Fields = vec![datafusion::arrow::datatypes::Field::new(
+            "s",
+            DataType::Utf8,
+            true,
+        )]
+        .into();
+        assert!(matches!(
+            check_batch(&nul_field, &nul),
+            Err(StoreError::Unstorable(message)) if message.contains("\"s\"")
+        ));
         let mut out = BytesMut::new();
         encode_rows(&mut out, &columns, 0, 2).expect("encode");
         let expected: Vec<u8> = [

@@ -47,11 +47,14 @@ impl StoredColumn {
     }
 }
 
+/// Serialises the project's schema changes: a row lock on its metadata row,
+/// held until the transaction ends. Not an advisory lock, which any role
+/// (a project's reader too) could take and hold to block schema changes.
 pub(crate) async fn lock_project(client: &impl GenericClient, project_id: &str) -> Result<()> {
     client
         .execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&format!("rakam:{project_id}")],
+            "SELECT 1 FROM rakam_meta.projects WHERE id = $1 FOR NO KEY UPDATE",
+            &[&project_id],
         )
         .await
         .map_err(pg_error("waiting for the project's schema lock"))?;
@@ -115,6 +118,7 @@ pub(crate) async fn create_project_objects(
          ALTER ROLE {role} SET search_path = {views};
          ALTER ROLE {role} SET default_transaction_read_only = on;
          ALTER ROLE {role} SET timezone = 'UTC';
+         ALTER ROLE {role} SET standard_conforming_strings = on;
          GRANT CONNECT ON DATABASE {database} TO {role};
          GRANT USAGE ON SCHEMA {views} TO {role};",
         data = quote(&data_schema(project_id)),
@@ -148,9 +152,20 @@ pub(crate) async fn drop_project_objects(
         .map_err(pg_error("looking up the project's role"))?
         .is_some();
     if role_exists {
+        // Dropping the schemas removed the role's grants on them; what is
+        // left is CONNECT. (Not DROP OWNED BY, which needs the role's own
+        // privileges: a CREATEROLE user without superuser lacks them.)
+        let database: String = client
+            .query_one("SELECT current_database()", &[])
+            .await
+            .map_err(pg_error("reading the database name"))?
+            .get(0);
         let role = quote(&role_name);
         client
-            .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+            .batch_execute(&format!(
+                "REVOKE CONNECT ON DATABASE {} FROM {role}; DROP ROLE {role};",
+                quote(&database)
+            ))
             .await
             .map_err(pg_error("dropping the project's role"))?;
     }

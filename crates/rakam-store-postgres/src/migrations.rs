@@ -1,9 +1,13 @@
-//! Versioned migrations of the metadata schema. Each runs once, in its own
-//! transaction, recorded in `rakam_meta.schema_migrations`; servers that
-//! start together serialise on an advisory lock, so one applies and the
-//! others find the work done.
+//! Versioned migrations of the metadata schema. Each runs once, recorded in
+//! `rakam_meta.schema_migrations`. Pending migrations run in one transaction
+//! that first locks that table, so servers that start together apply them
+//! once: the others wait, then find the work done. (A table lock rather than
+//! an advisory lock: projects' read-only roles cannot touch `rakam_meta`,
+//! but they could hold any advisory lock.)
 
 use rakam_store_api::{Result, StoreError};
+
+use tokio_postgres::error::SqlState;
 
 use crate::connection::{pg_error, Shared};
 
@@ -44,35 +48,18 @@ REVOKE ALL ON SCHEMA rakam_meta FROM PUBLIC;
 "#,
 )];
 
-/// Advisory lock key of the migration runner ("rakammig" as bytes).
-const MIGRATION_LOCK: i64 = 0x7261_6b61_6d6d_6967;
-
 pub(crate) async fn apply(shared: &Shared) -> Result<()> {
     let mut client = shared.admin().await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+    create_bookkeeping(&client).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(pg_error("starting migrations"))?;
+    transaction
+        .batch_execute("LOCK TABLE rakam_meta.schema_migrations IN EXCLUSIVE MODE")
         .await
         .map_err(pg_error("waiting for the migration lock"))?;
-    let outcome = apply_locked(&mut client).await;
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
-    outcome
-}
-
-async fn apply_locked(client: &mut deadpool_postgres::Object) -> Result<()> {
-    client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS rakam_meta;
-             CREATE TABLE IF NOT EXISTS rakam_meta.schema_migrations (
-                 version integer PRIMARY KEY,
-                 name text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             );",
-        )
-        .await
-        .map_err(pg_error("creating the metadata schema"))?;
-    let row = client
+    let row = transaction
         .query_one(
             "SELECT coalesce(max(version), 0) FROM rakam_meta.schema_migrations",
             &[],
@@ -87,10 +74,6 @@ async fn apply_locked(client: &mut deadpool_postgres::Object) -> Result<()> {
         )));
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(pg_error("starting a migration"))?;
         transaction
             .batch_execute(sql)
             .await
@@ -102,11 +85,36 @@ async fn apply_locked(client: &mut deadpool_postgres::Object) -> Result<()> {
             )
             .await
             .map_err(pg_error("recording a migration"))?;
-        transaction
-            .commit()
-            .await
-            .map_err(pg_error("committing a migration"))?;
-        tracing::info!(version, name, "applied PostgreSQL metadata migration");
+        tracing::info!(version, name, "applying PostgreSQL metadata migration");
     }
+    transaction
+        .commit()
+        .await
+        .map_err(pg_error("committing migrations"))?;
     Ok(())
+}
+
+/// The schema and the version table. Two servers creating them at the same
+/// moment can collide even with IF NOT EXISTS; the loser finds them made.
+async fn create_bookkeeping(client: &deadpool_postgres::Object) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let created = client
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS rakam_meta;
+                 CREATE TABLE IF NOT EXISTS rakam_meta.schema_migrations (
+                     version integer PRIMARY KEY,
+                     name text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 );",
+            )
+            .await;
+        match created {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 3 && error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                attempt += 1;
+            }
+            Err(error) => return Err(pg_error("creating the metadata schema")(error)),
+        }
+    }
 }

@@ -7,6 +7,33 @@
 //! the deleted one.
 
 use rakam_model::FieldType;
+use rakam_store_api::hash_key;
+
+/// PostgreSQL keeps only this many bytes of an identifier and silently
+/// drops the rest, so longer names must never reach it.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+/// What a monthly partition adds to its table's name (`$2024_03`).
+const PARTITION_SUFFIX_BYTES: usize = 8;
+
+/// `name` if it fits in `room` bytes, else a prefix and a hash of the whole
+/// name: deterministic, so every process derives the same identifier.
+fn fitted(name: &str, room: usize) -> String {
+    if name.len() <= room {
+        return name.to_string();
+    }
+    let hash = &hash_key(name)[..12];
+    let mut cut = room - hash.len() - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}${hash}", &name[..cut])
+}
+
+/// The collection's table: its name, shortened when its partitions' names
+/// would not fit (views keep the full name).
+fn table_name(collection: &str) -> String {
+    fitted(collection, MAX_IDENTIFIER_BYTES - PARTITION_SUFFIX_BYTES)
+}
 
 pub fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
@@ -35,7 +62,11 @@ pub fn reader_role(project_id: &str) -> String {
 }
 
 pub fn data_table(project_id: &str, collection: &str) -> String {
-    format!("{}.{}", quote(&data_schema(project_id)), quote(collection))
+    format!(
+        "{}.{}",
+        quote(&data_schema(project_id)),
+        quote(&table_name(collection))
+    )
 }
 
 pub fn view(project_id: &str, name: &str) -> String {
@@ -47,7 +78,7 @@ pub fn partition(project_id: &str, collection: &str, year: i32, month: u32) -> S
     format!(
         "{}.{}",
         quote(&data_schema(project_id)),
-        quote(&format!("{collection}${year:04}_{month:02}"))
+        quote(&format!("{}${year:04}_{month:02}", table_name(collection)))
     )
 }
 
@@ -56,11 +87,12 @@ pub fn partition(project_id: &str, collection: &str, year: i32, month: u32) -> S
 /// the view reads both. Field names are normalised (letters, digits, `_`),
 /// so `$` cannot clash with a client's field.
 pub fn physical_column(name: &str, field_type: &FieldType, first_type: &FieldType) -> String {
-    if field_type == first_type {
+    let wanted = if field_type == first_type {
         name.to_string()
     } else {
         format!("{name}${}", field_type.name().to_ascii_lowercase())
-    }
+    };
+    fitted(&wanted, MAX_IDENTIFIER_BYTES)
 }
 
 pub fn sql_type(field_type: &FieldType) -> String {
@@ -98,5 +130,27 @@ mod tests {
             sql_type(&FieldType::Array(Box::new(FieldType::Long))),
             "bigint[]"
         );
+        // Names PostgreSQL would cut stay distinct and within its limit.
+        let long = "x".repeat(63);
+        let widened = physical_column(&long, &FieldType::Double, &FieldType::Long);
+        assert!(
+            widened.len() <= MAX_IDENTIFIER_BYTES && widened != long,
+            "{widened}"
+        );
+        let collection = "c".repeat(60);
+        let january = partition(id, &collection, 2024, 1);
+        let table = data_table(id, &collection);
+        let table_name = table.rsplit('.').next().expect("table").trim_matches('"');
+        let partition_name = january
+            .rsplit('.')
+            .next()
+            .expect("partition")
+            .trim_matches('"');
+        assert!(
+            partition_name.len() <= MAX_IDENTIFIER_BYTES,
+            "{partition_name}"
+        );
+        assert!(partition_name.starts_with(table_name) && partition_name != table_name);
+        assert_ne!(january, partition(id, &collection, 2024, 2));
     }
 }

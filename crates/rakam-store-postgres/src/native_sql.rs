@@ -94,15 +94,28 @@ impl NativeSql for PgNativeSql {
         let run = async {
             let (transaction, statement) = begin_and_prepare(&mut client, sql, timeout).await?;
             check_columns(statement.columns())?;
-            let portal = transaction
-                .bind(&statement, &[])
-                .await
-                .map_err(|e| statement_error(&e, timeout))?;
-            let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX).max(1);
-            let rows = transaction
-                .query_portal(&portal, max_rows)
-                .await
-                .map_err(|e| statement_error(&e, timeout))?;
+            if !statement.params().is_empty() {
+                return Err(StoreError::Sql {
+                    message: "the query has parameters ($1, …), which /query/execute cannot bind"
+                        .into(),
+                    position: None,
+                });
+            }
+            // A portal's row limit of 0 means "all rows": a limit of 0 is
+            // answered without running the statement.
+            let rows = if max_rows == 0 {
+                Vec::new()
+            } else {
+                let portal = transaction
+                    .bind(&statement, &[])
+                    .await
+                    .map_err(|e| statement_error(&e, timeout))?;
+                let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
+                transaction
+                    .query_portal(&portal, max_rows)
+                    .await
+                    .map_err(|e| statement_error(&e, timeout))?
+            };
             let batch = rows_to_batch(statement.columns(), &rows)?;
             // Read only: nothing to commit; rolling back ends it at once.
             let _ = transaction.rollback().await;

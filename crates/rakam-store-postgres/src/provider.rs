@@ -123,6 +123,7 @@ impl PgCollectionProvider {
 
     async fn fetch(&self, sql: &str, schema: SchemaRef) -> Result<Vec<RecordBatch>, StoreError> {
         let mut client = self.shared.reader(&self.project_id).await?;
+        let mut cancel = CancelOnDrop(Some(client.cancel_token()));
         let transaction = client
             .transaction()
             .await
@@ -160,7 +161,23 @@ impl PgCollectionProvider {
             .commit()
             .await
             .map_err(pg_error("finishing a scan"))?;
+        cancel.0 = None;
         Ok(batches)
+    }
+}
+
+/// Cancels the server-side query when a scan is dropped before it ends (a
+/// query timeout, a client gone), instead of leaving it running for up to
+/// `statement_timeout` on one of the project's connections.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = token.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
     }
 }
 
@@ -204,18 +221,25 @@ fn literal_sql(value: &ScalarValue) -> Option<String> {
         ScalarValue::Date32(Some(days)) => {
             let date = NaiveDate::from_ymd_opt(1970, 1, 1)?
                 .checked_add_signed(chrono::Duration::days(i64::from(*days)))?;
+            if !(1..=9999).contains(&chrono::Datelike::year(&date)) {
+                return None;
+            }
             Some(format!("'{}'::date", date.format("%Y-%m-%d")))
         }
         _ => None,
     }
 }
 
-/// `value` in units of `nanos_per_unit` nanoseconds, as a timestamptz literal.
+/// `value` in units of `nanos_per_unit` nanoseconds, as a timestamptz
+/// literal; only years 1 to 9999, which both engines read the same way.
 fn timestamp_literal(value: i64, nanos_per_unit: i64) -> Option<String> {
     let nanos = i128::from(value) * i128::from(nanos_per_unit);
     let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
     let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).ok()?;
     let time = DateTime::from_timestamp(seconds, sub)?;
+    if !(1..=9999).contains(&chrono::Datelike::year(&time)) {
+        return None;
+    }
     Some(format!(
         "'{}'::timestamptz",
         time.format("%Y-%m-%dT%H:%M:%S%.6fZ")

@@ -18,8 +18,8 @@ use rakam_model::{FieldType, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
 use rakam_store_api::{CollectionStats, EventStore, NativeSql, ProjectInfo, Result, StoreError};
 use tokio_postgres::error::SqlState;
 
-use crate::connection::{pg_error, Shared};
-use crate::copy_in::{check_types, encode_rows, HEADER, TRAILER};
+use crate::connection::{is_lock_timeout, pg_error, Shared};
+use crate::copy_in::{check_batch, encode_rows, HEADER, TRAILER};
 use crate::ddl::{self, StoredColumn};
 use crate::names::{data_table, physical_column, quote, view};
 use crate::native_sql::PgNativeSql;
@@ -170,22 +170,61 @@ impl PgStore {
         if missing.is_empty() {
             return Ok(());
         }
+        // The month after the newest one too, so the first event of a month
+        // rarely has to wait for the partition's lock.
+        let mut wanted = missing.clone();
+        if let Some(&(year, month)) = missing.iter().max() {
+            wanted.push(if month == 12 {
+                (year + 1, 1)
+            } else {
+                (year, month + 1)
+            });
+        }
+        // Attaching a partition locks the parent table: behind a long query
+        // it would stall every writer, so give up after the lock timeout and
+        // retry, as schema changes do.
+        let mut attempt = 0_u64;
+        loop {
+            match self.create_partitions(project, collection, &wanted).await {
+                Err(error) if is_lock_timeout(&error) && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(error) => return Err(error),
+                Ok(()) => break,
+            }
+        }
+        let mut known = self.partitions.lock();
+        for (year, month) in wanted {
+            known.insert((project.id.clone(), collection.to_string(), year, month));
+        }
+        Ok(())
+    }
+
+    async fn create_partitions(
+        &self,
+        project: &ProjectInfo,
+        collection: &str,
+        months: &[(i32, u32)],
+    ) -> Result<()> {
         let mut client = self.shared.admin().await?;
         let transaction = client
             .transaction()
             .await
             .map_err(pg_error("starting partition creation"))?;
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = {}",
+                self.shared.options.ddl_lock_timeout.as_millis()
+            ))
+            .await
+            .map_err(pg_error("setting the lock timeout"))?;
         ddl::lock_project(&transaction, &project.id).await?;
-        ddl::create_partitions(&transaction, &project.id, collection, &missing).await?;
+        ddl::create_partitions(&transaction, &project.id, collection, months).await?;
         transaction
             .commit()
             .await
-            .map_err(pg_error("committing partitions"))?;
-        let mut known = self.partitions.lock();
-        for (year, month) in missing {
-            known.insert((project.id.clone(), collection.to_string(), year, month));
-        }
-        Ok(())
+            .map_err(pg_error("committing partitions"))
     }
 
     fn forget(&self, project_id: &str) {
@@ -208,7 +247,7 @@ impl EventStore for PgStore {
             if batch.num_rows() == 0 {
                 continue;
             }
-            check_types(batch.columns())?;
+            check_batch(batch.schema().fields(), batch.columns())?;
             let physical = self
                 .physical_columns(project, &collection, &batch.schema())
                 .await?;
