@@ -12,11 +12,13 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{pin_mut, TryStreamExt};
 use rakam_store_api::StoreError;
@@ -120,50 +122,96 @@ impl PgCollectionProvider {
             _ => None,
         }
     }
+}
 
-    async fn fetch(&self, sql: &str, schema: SchemaRef) -> Result<Vec<RecordBatch>, StoreError> {
-        let mut client = self.shared.reader(&self.project_id).await?;
-        let mut cancel = CancelOnDrop(Some(client.cancel_token()));
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(pg_error("starting a scan"))?;
-        transaction
-            .batch_execute(&format!(
-                "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}",
-                self.shared.options.statement_timeout.as_millis()
-            ))
-            .await
-            .map_err(pg_error("starting a scan"))?;
-        let no_parameters: [&(dyn ToSql + Sync); 0] = [];
-        let stream = transaction
-            .query_raw(sql, no_parameters.iter().map(|p| *p as &dyn ToSql))
-            .await
-            .map_err(pg_error("scanning a collection"))?;
-        pin_mut!(stream);
-        let mut batches = Vec::new();
-        let mut rows = Vec::with_capacity(ROWS_PER_BATCH);
-        while let Some(row) = stream
+/// One scan of a collection's view, streamed: batches reach the aggregation
+/// while PostgreSQL is still sending, and at most a few are held at a time.
+#[derive(Debug)]
+struct PgScan {
+    shared: Arc<Shared>,
+    project_id: String,
+    sql: String,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for PgScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _context: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // Two batches in flight: enough to overlap reading and aggregating.
+        let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
+        let sender = builder.tx();
+        let (shared, project_id, sql, schema) = (
+            self.shared.clone(),
+            self.project_id.clone(),
+            self.sql.clone(),
+            self.schema.clone(),
+        );
+        // Dropping the stream aborts this task; CancelOnDrop then stops the
+        // query in PostgreSQL too.
+        builder.spawn(async move {
+            stream_scan(&shared, &project_id, &sql, &schema, sender)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        });
+        builder.build()
+    }
+}
+
+async fn stream_scan(
+    shared: &Shared,
+    project_id: &str,
+    sql: &str,
+    schema: &SchemaRef,
+    sender: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+) -> Result<(), StoreError> {
+    let mut client = shared.reader(project_id).await?;
+    let mut cancel = CancelOnDrop(Some(client.cancel_token()));
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(pg_error("starting a scan"))?;
+    transaction
+        .batch_execute(&format!(
+            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}",
+            shared.options.statement_timeout.as_millis()
+        ))
+        .await
+        .map_err(pg_error("starting a scan"))?;
+    let no_parameters: [&(dyn ToSql + Sync); 0] = [];
+    let stream = transaction
+        .query_raw(sql, no_parameters.iter().map(|p| *p as &dyn ToSql))
+        .await
+        .map_err(pg_error("scanning a collection"))?;
+    pin_mut!(stream);
+    let mut rows = Vec::with_capacity(ROWS_PER_BATCH);
+    loop {
+        let row = stream
             .try_next()
             .await
-            .map_err(pg_error("scanning a collection"))?
-        {
-            rows.push(row);
-            if rows.len() == ROWS_PER_BATCH {
-                batches.push(conform(&rows, &schema)?);
-                rows.clear();
+            .map_err(pg_error("scanning a collection"))?;
+        let done = row.is_none();
+        rows.extend(row);
+        if rows.len() == ROWS_PER_BATCH || (done && !rows.is_empty()) {
+            let batch = conform(&rows, schema)?;
+            rows.clear();
+            if sender.send(Ok(batch)).await.is_err() {
+                // The consumer is gone: CancelOnDrop stops the query.
+                return Ok(());
             }
         }
-        if !rows.is_empty() {
-            batches.push(conform(&rows, &schema)?);
+        if done {
+            break;
         }
-        transaction
-            .commit()
-            .await
-            .map_err(pg_error("finishing a scan"))?;
-        cancel.0 = None;
-        Ok(batches)
     }
+    transaction
+        .commit()
+        .await
+        .map_err(pg_error("finishing a scan"))?;
+    cancel.0 = None;
+    Ok(())
 }
 
 /// Cancels the server-side query when a scan is dropped before it ends (a
@@ -280,30 +328,37 @@ impl TableProvider for PgCollectionProvider {
             Some(indices) => Arc::new(self.schema.project(indices)?),
             None => self.schema.clone(),
         };
-        let batches = if self.exists {
-            let columns: Vec<String> = projected.fields().iter().map(|f| quote(f.name())).collect();
-            let conditions: Vec<String> =
-                filters.iter().filter_map(|f| self.translate(f)).collect();
-            let mut sql = format!(
-                "SELECT {} FROM {}",
-                columns.join(", "),
-                view(&self.project_id, &self.collection)
-            );
-            if !conditions.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&conditions.join(" AND "));
-            }
-            // Only without filters is a limit safe to apply before DataFusion.
-            if let (Some(limit), true) = (limit, filters.is_empty()) {
-                sql.push_str(&format!(" LIMIT {limit}"));
-            }
-            self.fetch(&sql, projected.clone())
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-        } else {
-            Vec::new()
+        if !self.exists {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let columns: Vec<String> = projected.fields().iter().map(|f| quote(f.name())).collect();
+        let conditions: Vec<String> = filters.iter().filter_map(|f| self.translate(f)).collect();
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            columns.join(", "),
+            view(&self.project_id, &self.collection)
+        );
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        // Only without filters is a limit safe to apply before DataFusion.
+        if let (Some(limit), true) = (limit, filters.is_empty()) {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let scan = PgScan {
+            shared: self.shared.clone(),
+            project_id: self.project_id.clone(),
+            sql,
+            schema: projected.clone(),
         };
-        let source = MemorySourceConfig::try_new(&[batches], projected, None)?;
-        Ok(DataSourceExec::from_data_source(source))
+        Ok(Arc::new(StreamingTableExec::try_new(
+            projected,
+            vec![Arc::new(scan)],
+            None,
+            Vec::new(),
+            false,
+            None,
+        )?))
     }
 }
