@@ -7,6 +7,8 @@ use std::thread;
 use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
+use rakam_store_postgres::testing::TempDatabase;
+
 use crate::server::{binary, TestServer};
 
 /// Runs statements on their own connection; each result is its rows as
@@ -345,4 +347,63 @@ fn names_postgresql_would_cut_and_values_it_cannot_hold() {
     assert!(server
         .query_with_limit(&keys, "SELECT * FROM e", 0)
         .is_empty());
+}
+
+/// The documented privileges are enough: a user with CREATEROLE that owns
+/// the database (no superuser) runs everything, deletion included.
+#[test]
+fn a_createrole_user_owning_the_database_is_enough() {
+    let Some(database) = TempDatabase::create("the CREATEROLE-only test") else {
+        return;
+    };
+    let owner = format!("rakam_owner_{}", std::process::id());
+    let name = database
+        .url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string();
+    let setup = run_sql(
+        &database.url,
+        &[
+            &format!("CREATE ROLE {owner} LOGIN CREATEROLE"),
+            &format!("ALTER DATABASE {name} OWNER TO {owner}"),
+        ],
+    );
+    assert!(setup.iter().all(Result::is_ok), "{setup:?}");
+    let url = database.url.replacen("postgres@", &format!("{owner}@"), 1);
+    {
+        let server = TestServer::start_on_postgres(&url);
+        let keys = server.create_project("plain");
+        assert_eq!(server.collect(&keys, "e", json!({"v": 1})).status, 200);
+        assert_eq!(server.collect(&keys, "e", json!({"v": 1.5})).status, 200);
+        assert_eq!(
+            server.query(&keys, "SELECT sum(v) FROM e")[0][0].as_f64(),
+            Some(2.5)
+        );
+        let role = run_sql(
+            &database.url,
+            &["SELECT reader_role FROM rakam_meta.projects WHERE name = 'plain'"],
+        );
+        let role = role[0].as_ref().expect("role")[0][0].clone();
+        let deleted = server.post(
+            "/project/delete",
+            &[("master_key", &keys.master)],
+            &json!({}),
+        );
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+        let left = run_sql(
+            &database.url,
+            &[&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+            )],
+        );
+        assert_eq!(left[0], Ok(vec![vec!["0".to_string()]]));
+    }
+    drop(database);
+    let cleanup = run_sql(
+        &rakam_store_postgres::testing::admin_url(),
+        &[&format!("DROP ROLE {owner}")],
+    );
+    assert!(cleanup[0].is_ok(), "{cleanup:?}");
 }

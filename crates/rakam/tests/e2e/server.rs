@@ -100,6 +100,11 @@ impl TestServer {
             .as_ref()
             .map(|d| d.url.clone())
             .expect("sharing needs the postgres backend");
+        Self::start_on_postgres(&url)
+    }
+
+    /// A server on the PostgreSQL database at `url` (which the test owns).
+    pub fn start_on_postgres(url: &str) -> Self {
         let temp = tempfile::tempdir().expect("tempdir");
         let mut server = Self {
             port: 0,
@@ -109,7 +114,7 @@ impl TestServer {
                 "--store".into(),
                 "postgres".into(),
                 "--postgres-url".into(),
-                url,
+                url.to_string(),
             ],
             extra_env: Vec::new(),
             database: None,
