@@ -362,3 +362,77 @@ impl TableProvider for PgCollectionProvider {
         )?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::prelude::SessionContext;
+    use futures::StreamExt;
+    use rakam_store_api::Catalog;
+
+    use super::*;
+    use crate::testing::TempDatabase;
+    use crate::PgOptions;
+
+    /// A scan whose stream is dropped (a query timeout, a failed plan) stops
+    /// its query in PostgreSQL instead of leaving it to run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_scan_cancels_its_query() {
+        let Some(database) = TempDatabase::create("the scan cancellation test") else {
+            return;
+        };
+        let (catalog, _store) = crate::open(PgOptions::new(database.url.clone()))
+            .await
+            .expect("open");
+        catalog.create_project("slow").await.expect("project");
+        let project = catalog
+            .project("slow")
+            .await
+            .expect("lookup")
+            .expect("exists");
+        let shared = Arc::new(
+            Shared::connect(PgOptions::new(database.url.clone()))
+                .await
+                .expect("connect"),
+        );
+        let marker = "rakam_cancel_marker";
+        let scan = PgScan {
+            shared: shared.clone(),
+            project_id: project.id.clone(),
+            sql: format!("SELECT pg_sleep(60)::text AS {marker}"),
+            schema: Arc::new(Schema::new(vec![Field::new(marker, DataType::Utf8, true)])),
+        };
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(60)::text AS {marker}%' AND pid <> pg_backend_pid()"
+        );
+        let active = || async {
+            let client = shared.admin().await.expect("admin");
+            client
+                .query_one(&running, &[])
+                .await
+                .expect("activity")
+                .get::<_, i64>(0)
+        };
+        let mut stream = scan.execute(SessionContext::new().task_ctx());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(800), stream.next())
+                .await
+                .is_err(),
+            "the sleep cannot have finished"
+        );
+        assert_eq!(active().await, 1, "the query runs while the scan is read");
+        drop(stream);
+        let mut remaining = 1;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            remaining = active().await;
+            if remaining == 0 {
+                break;
+            }
+        }
+        assert_eq!(remaining, 0, "the query outlived its scan");
+        shared.close();
+    }
+}
