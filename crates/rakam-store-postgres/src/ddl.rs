@@ -1,5 +1,5 @@
 //! Schema changes. Every change of a project's tables or views happens in a
-//! transaction that first takes the project's advisory lock, so server
+//! transaction that first locks the project's metadata row, so server
 //! processes sharing the database apply them one at a time and each reads
 //! the columns the previous one committed.
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! append ─▶ partitions ensured ─▶ binary COPY of every batch in one transaction ─▶ COMMIT ─▶ ack
-//! evolve ─▶ advisory lock per project ─▶ ALTER TABLE … ADD COLUMN ─▶ views rebuilt ─▶ COMMIT
+//! evolve ─▶ project row locked ─▶ ALTER TABLE … ADD COLUMN ─▶ views rebuilt ─▶ COMMIT
 //! query  ─▶ the project's read-only role ─▶ READ ONLY transaction + statement_timeout ─▶ rows ─▶ Arrow
 //! ```
 
