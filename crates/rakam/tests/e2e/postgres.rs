@@ -353,10 +353,13 @@ fn names_postgresql_would_cut_and_values_it_cannot_hold() {
 /// the database (no superuser) runs everything, deletion included.
 #[test]
 fn a_createrole_user_owning_the_database_is_enough() {
+    let owner = format!("rakam_owner_{}", std::process::id());
+    // Declared before the database, so dropped after it (the role owns it),
+    // even when an assertion fails.
+    let _owner_role = DropRole(owner.clone());
     let Some(database) = TempDatabase::create("the CREATEROLE-only test") else {
         return;
     };
-    let owner = format!("rakam_owner_{}", std::process::id());
     let name = database
         .url
         .rsplit('/')
@@ -400,10 +403,15 @@ fn a_createrole_user_owning_the_database_is_enough() {
         );
         assert_eq!(left[0], Ok(vec![vec!["0".to_string()]]));
     }
-    drop(database);
-    let cleanup = run_sql(
-        &rakam_store_postgres::testing::admin_url(),
-        &[&format!("DROP ROLE {owner}")],
-    );
-    assert!(cleanup[0].is_ok(), "{cleanup:?}");
+}
+
+struct DropRole(String);
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        let _ = run_sql(
+            &rakam_store_postgres::testing::admin_url(),
+            &[&format!("DROP ROLE IF EXISTS {}", self.0)],
+        );
+    }
 }
