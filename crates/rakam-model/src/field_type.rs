@@ -69,6 +69,23 @@ impl FieldType {
         }
     }
 
+    /// The column type whose [`Self::arrow_type`] is `data_type`, if any.
+    pub fn from_arrow(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Utf8 => Self::String,
+            DataType::Int64 => Self::Long,
+            DataType::Float64 => Self::Double,
+            DataType::Boolean => Self::Boolean,
+            DataType::Date32 => Self::Date,
+            DataType::Timestamp(TimeUnit::Millisecond, _) => Self::Timestamp,
+            DataType::List(item) => match Self::from_arrow(item.data_type())? {
+                Self::Array(_) => return None,
+                inner => Self::Array(Box::new(inner)),
+            },
+            _ => return None,
+        })
+    }
+
     /// The Rakam type name for an Arrow type produced by a query.
     pub fn name_of_arrow(data_type: &DataType) -> String {
         match data_type {
@@ -147,6 +164,7 @@ mod tests {
             FieldType::Array(Box::new(FieldType::Long)),
         ] {
             assert_eq!(FieldType::parse(&t.name()), Ok(t.clone()));
+            assert_eq!(FieldType::from_arrow(&t.arrow_type()), Some(t.clone()));
         }
         assert_eq!(FieldType::parse("integer"), Ok(FieldType::Long));
         assert!(FieldType::parse("MAP_STRING").is_err());

@@ -17,7 +17,7 @@ use crate::QueryError;
 const CATALOG_NAME: &str = "rakam";
 /// Schema names under which a project's collections resolve: bare names,
 /// and Rakam's `collection.<name>`.
-const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
+pub(crate) const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
 
 #[derive(Debug, Clone)]
 pub struct QueryLimits {

@@ -14,12 +14,11 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use rakam_store_api::NativeDialect;
 
+use crate::engine::SCHEMA_ALIASES;
 use crate::guard::{check_parsed, parse_one};
 use crate::project_schema::ALL_COLLECTIONS;
 use crate::{GuardedStatement, QueryError};
 
-/// Schemas a collection may be qualified with, as on DataFusion.
-const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
 /// Table functions that read nothing stored.
 const TABLE_FUNCTIONS: [&str; 1] = ["generate_series"];
 

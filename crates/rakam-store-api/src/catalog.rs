@@ -15,14 +15,20 @@ pub struct ProjectInfo {
     pub created_at_ms: i64,
 }
 
-/// Project names every backend accepts (after lower-casing): they become
-/// schema, directory and role names, so only `[a-z0-9_]`, at most 64.
-pub fn valid_project_name(name: &str) -> bool {
-    !name.is_empty()
+/// A project name as every backend stores it: lower-cased, and only
+/// `[a-z0-9_]`, at most 64 bytes (it names directories and schemas).
+pub fn normalized_project_name(name: &str) -> Result<String> {
+    let name = name.to_lowercase();
+    let valid = !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(name)
+    } else {
+        Err(crate::StoreError::InvalidProjectName(name))
+    }
 }
 
 /// What [`Catalog::evolve`] decided.

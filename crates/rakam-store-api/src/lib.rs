@@ -14,7 +14,7 @@ mod native_sql;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 
-pub use catalog::{valid_project_name, Catalog, EvolveOutcome, ProjectInfo};
+pub use catalog::{normalized_project_name, Catalog, EvolveOutcome, ProjectInfo};
 pub use error::StoreError;
 pub use event_store::{CollectionStats, EventStore};
 pub use keys::{hash_key, random_key, KeyKind, ProjectKeys};

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use rakam_model::{CollectionSchema, Column};
 use rakam_store_api::{
-    hash_key, valid_project_name, Catalog, EvolveOutcome, KeyKind, ProjectInfo, ProjectKeys,
+    hash_key, normalized_project_name, Catalog, EvolveOutcome, KeyKind, ProjectInfo, ProjectKeys,
     Result, StoreError,
 };
 use serde::{Deserialize, Serialize};
@@ -126,10 +126,7 @@ impl FileCatalog {
 #[async_trait]
 impl Catalog for FileCatalog {
     async fn create_project(&self, name: &str) -> Result<ProjectKeys> {
-        let name = name.to_lowercase();
-        if !valid_project_name(&name) {
-            return Err(StoreError::InvalidProjectName(name));
-        }
+        let name = normalized_project_name(name)?;
         let keys = ProjectKeys::generate();
         self.modify(|document| {
             if document.projects.contains_key(&name) {

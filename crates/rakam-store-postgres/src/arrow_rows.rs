@@ -167,15 +167,17 @@ fn scalar_array(kind: &Kind, rows: &[Row], index: usize) -> Result<ArrayRef> {
 }
 
 fn list_array(inner: &Kind, rows: &[Row], index: usize) -> Result<ArrayRef> {
+    // Reads `Vec<Option<$rust>>` per row and appends each item, converted
+    // by `$convert`, to a list of `$builder`.
     macro_rules! list_of {
-        ($rust:ty, $builder:expr) => {{
+        ($rust:ty, $builder:expr, $convert:expr) => {{
             let values = column_values::<Vec<Option<$rust>>>(rows, index)?;
             let mut builder = ListBuilder::new($builder);
             for value in values {
                 match value {
                     Some(items) => {
                         for item in items {
-                            builder.values().append_option(item);
+                            builder.values().append_option(item.map($convert));
                         }
                         builder.append(true);
                     }
@@ -190,46 +192,17 @@ fn list_array(inner: &Kind, rows: &[Row], index: usize) -> Result<ArrayRef> {
         TimestampMillisecondBuilder,
     };
     Ok(match inner {
-        Kind::Date => {
-            let values = column_values::<Vec<Option<NaiveDate>>>(rows, index)?;
-            let mut builder = ListBuilder::new(Date32Builder::new());
-            for value in values {
-                match value {
-                    Some(items) => {
-                        for item in items {
-                            builder.values().append_option(item.map(days_since_epoch));
-                        }
-                        builder.append(true);
-                    }
-                    None => builder.append(false),
-                }
-            }
-            Arc::new(builder.finish()) as ArrayRef
-        }
-        Kind::TimestampTz => {
-            let values = column_values::<Vec<Option<DateTime<Utc>>>>(rows, index)?;
-            let mut builder =
-                ListBuilder::new(TimestampMillisecondBuilder::new().with_timezone("UTC"));
-            for value in values {
-                match value {
-                    Some(items) => {
-                        for item in items {
-                            builder
-                                .values()
-                                .append_option(item.map(|t| t.timestamp_millis()));
-                        }
-                        builder.append(true);
-                    }
-                    None => builder.append(false),
-                }
-            }
-            Arc::new(builder.finish()) as ArrayRef
-        }
-        Kind::Bool => list_of!(bool, BooleanBuilder::new()),
-        Kind::Int32 => list_of!(i32, Int32Builder::new()),
-        Kind::Int64 => list_of!(i64, Int64Builder::new()),
-        Kind::Float64 => list_of!(f64, Float64Builder::new()),
-        _ => list_of!(String, StringBuilder::new()),
+        Kind::Date => list_of!(NaiveDate, Date32Builder::new(), days_since_epoch),
+        Kind::TimestampTz => list_of!(
+            DateTime<Utc>,
+            TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            |t: DateTime<Utc>| t.timestamp_millis()
+        ),
+        Kind::Bool => list_of!(bool, BooleanBuilder::new(), std::convert::identity),
+        Kind::Int32 => list_of!(i32, Int32Builder::new(), std::convert::identity),
+        Kind::Int64 => list_of!(i64, Int64Builder::new(), std::convert::identity),
+        Kind::Float64 => list_of!(f64, Float64Builder::new(), std::convert::identity),
+        _ => list_of!(String, StringBuilder::new(), std::convert::identity),
     })
 }
 

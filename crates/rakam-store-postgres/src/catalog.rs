@@ -7,12 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rakam_model::{CollectionSchema, Column};
 use rakam_store_api::{
-    hash_key, random_key, valid_project_name, Catalog, EvolveOutcome, KeyKind, ProjectInfo,
+    hash_key, normalized_project_name, random_key, Catalog, EvolveOutcome, KeyKind, ProjectInfo,
     ProjectKeys, Result, StoreError,
 };
 use tokio_postgres::error::SqlState;
 
-use crate::connection::{is_lock_timeout, pg_error, Shared};
+use crate::connection::{pg_error, Shared};
 use crate::ddl::{self, StoredColumn};
 use crate::names::{reader_role, MAX_IDENTIFIER_BYTES};
 
@@ -37,7 +37,7 @@ fn project_info(row: &tokio_postgres::Row) -> ProjectInfo {
     }
 }
 
-fn schema_of(columns: &[StoredColumn]) -> Arc<CollectionSchema> {
+fn collection_schema(columns: &[StoredColumn]) -> Arc<CollectionSchema> {
     Arc::new(CollectionSchema {
         columns: columns
             .iter()
@@ -86,18 +86,8 @@ impl PgCatalog {
         requested: &[Column],
     ) -> Result<EvolveOutcome> {
         let mut client = self.shared.admin().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(pg_error("starting a schema change"))?;
-        let lock_timeout = format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            self.shared.options.ddl_lock_timeout.as_millis()
-        );
-        transaction
-            .batch_execute(&lock_timeout)
-            .await
-            .map_err(pg_error("setting the lock timeout"))?;
+        let transaction =
+            ddl::begin_schema_change(&mut client, self.shared.options.ddl_lock_timeout).await?;
         // The row lock serialises the project's schema changes (ddl::lock_project).
         let row = transaction
             .query_opt(
@@ -116,7 +106,7 @@ impl PgCatalog {
                     (Vec::new(), true)
                 }
             };
-        let mut next = (*schema_of(&current)).clone();
+        let mut next = (*collection_schema(&current)).clone();
         let refused = next.evolve(requested, self.shared.options.max_columns_per_collection);
         let mut stored = current.clone();
         for (position, column) in next.columns.iter().enumerate() {
@@ -150,7 +140,7 @@ impl PgCatalog {
             .await
             .map_err(pg_error("committing a schema change"))?;
         Ok(EvolveOutcome {
-            schema: schema_of(&stored),
+            schema: collection_schema(&stored),
             refused,
         })
     }
@@ -169,10 +159,7 @@ fn storable(requested: &[Column]) -> (Vec<Column>, Vec<String>) {
 #[async_trait]
 impl Catalog for PgCatalog {
     async fn create_project(&self, name: &str) -> Result<ProjectKeys> {
-        let name = name.to_lowercase();
-        if !valid_project_name(&name) {
-            return Err(StoreError::InvalidProjectName(name));
-        }
+        let name = normalized_project_name(name)?;
         let keys = ProjectKeys::generate();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let password = random_key();
@@ -308,7 +295,7 @@ impl Catalog for PgCatalog {
         let client = self.shared.admin().await?;
         Ok(ddl::load_columns(&client, &id, collection)
             .await?
-            .map(|columns| schema_of(&columns)))
+            .map(|columns| collection_schema(&columns)))
     }
 
     async fn evolve(
@@ -336,25 +323,11 @@ impl Catalog for PgCatalog {
         // A long query holding the table blocks ALTER TABLE, and a waiting
         // ALTER TABLE blocks every writer behind it; giving up after the
         // lock timeout and retrying keeps ingestion moving meanwhile.
-        let mut attempt = 0;
-        loop {
-            match self.evolve_locked(project, collection, requested).await {
-                Ok(mut outcome) => {
-                    outcome.refused.extend(too_long);
-                    return Ok(outcome);
-                }
-                Err(error) if is_lock_timeout(&error) && attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(
-                        project,
-                        collection,
-                        attempt,
-                        "schema change waited too long for a lock; retrying"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        let mut outcome = ddl::retry_on_lock_timeout("schema change", || {
+            self.evolve_locked(project, collection, requested)
+        })
+        .await?;
+        outcome.refused.extend(too_long);
+        Ok(outcome)
     }
 }

@@ -54,6 +54,26 @@ pub(crate) fn pg_error(context: &str) -> impl FnOnce(tokio_postgres::Error) -> S
     move |error| classify(context, &error)
 }
 
+/// A READ ONLY transaction under `statement_timeout`, as every query and
+/// scan of a project's role runs.
+pub(crate) async fn begin_read_only(
+    client: &mut Object,
+    timeout: Duration,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(pg_error("starting a query"))?;
+    transaction
+        .batch_execute(&format!(
+            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}",
+            timeout.as_millis().max(1)
+        ))
+        .await
+        .map_err(pg_error("starting a read-only transaction"))?;
+    Ok(transaction)
+}
+
 /// How a lock wait that hit `lock_timeout` ends its message (ours, so the
 /// check does not depend on the server's language).
 const LOCK_WAIT: &str = "timed out waiting for a lock";

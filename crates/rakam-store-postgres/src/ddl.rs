@@ -9,10 +9,10 @@ use deadpool_postgres::GenericClient;
 use rakam_model::{FieldType, COLLECTION_COLUMN};
 use rakam_store_api::{Result, StoreError};
 
-use crate::connection::pg_error;
+use crate::connection::{is_lock_timeout, pg_error};
 use crate::names::{
-    data_schema, data_table, literal, partition, physical_column, quote, reader_role, sql_type,
-    view, view_schema,
+    data_schema, data_table, literal, next_month, partition, physical_column, quote, reader_role,
+    sql_type, view, view_schema,
 };
 
 /// A column as the metadata records it.
@@ -61,42 +61,93 @@ pub(crate) async fn lock_project(client: &impl GenericClient, project_id: &str) 
     Ok(())
 }
 
+/// The collection's columns in order; `None` when the project has no such
+/// collection. One round trip: this runs for every ingest request.
 pub(crate) async fn load_columns(
     client: &impl GenericClient,
     project_id: &str,
     collection: &str,
 ) -> Result<Option<Vec<StoredColumn>>> {
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM rakam_meta.collections WHERE project_id = $1 AND name = $2",
-            &[&project_id, &collection],
-        )
-        .await
-        .map_err(pg_error("reading a collection"))?;
-    if exists.is_none() {
-        return Ok(None);
-    }
     let rows = client
         .query(
-            "SELECT name, type, first_type FROM rakam_meta.columns
-             WHERE project_id = $1 AND collection = $2 ORDER BY position",
+            "SELECT col.name, col.type, col.first_type
+             FROM rakam_meta.collections c
+             LEFT JOIN rakam_meta.columns col
+               ON col.project_id = c.project_id AND col.collection = c.name
+             WHERE c.project_id = $1 AND c.name = $2
+             ORDER BY col.position",
             &[&project_id, &collection],
         )
         .await
         .map_err(pg_error("reading a collection's columns"))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let parse = |text: String| {
+        FieldType::parse(&text)
+            .map_err(|_| StoreError::Data(format!("unknown column type {text:?} in metadata")))
+    };
     let mut columns = Vec::with_capacity(rows.len());
     for row in rows {
-        let parse = |text: String| {
-            FieldType::parse(&text)
-                .map_err(|_| StoreError::Data(format!("unknown column type {text:?} in metadata")))
+        // A collection without columns yet is one row of nulls.
+        let Some(name) = row.get::<_, Option<String>>(0) else {
+            continue;
         };
         columns.push(StoredColumn {
-            name: row.get(0),
+            name,
             field_type: parse(row.get(1))?,
             first_type: parse(row.get(2))?,
         });
     }
     Ok(Some(columns))
+}
+
+/// Starts a schema change: a transaction whose lock waits give up after
+/// `lock_timeout`, so a long query cannot queue every writer behind it.
+pub(crate) async fn begin_schema_change(
+    client: &mut deadpool_postgres::Object,
+    lock_timeout: std::time::Duration,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(pg_error("starting a schema change"))?;
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            lock_timeout.as_millis().max(1)
+        ))
+        .await
+        .map_err(pg_error("setting the lock timeout"))?;
+    Ok(transaction)
+}
+
+/// Runs `change` again (up to five times, backing off) while it fails only
+/// because a lock wait hit `lock_timeout`.
+pub(crate) async fn retry_on_lock_timeout<T, F, Fut>(what: &str, mut change: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0_u64;
+    loop {
+        match change().await {
+            Err(error) if is_lock_timeout(&error) && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(what, attempt, "waited too long for a lock; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn database_name(client: &impl GenericClient) -> Result<String> {
+    Ok(client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(pg_error("reading the database name"))?
+        .get(0))
 }
 
 pub(crate) async fn create_project_objects(
@@ -106,11 +157,7 @@ pub(crate) async fn create_project_objects(
 ) -> Result<()> {
     let role = quote(&reader_role(project_id));
     let views = quote(&view_schema(project_id));
-    let database: String = client
-        .query_one("SELECT current_database()", &[])
-        .await
-        .map_err(pg_error("reading the database name"))?
-        .get(0);
+    let database = database_name(client).await?;
     let sql = format!(
         "CREATE SCHEMA {views};
          CREATE SCHEMA {data};
@@ -155,11 +202,7 @@ pub(crate) async fn drop_project_objects(
         // Dropping the schemas removed the role's grants on them; what is
         // left is CONNECT. (Not DROP OWNED BY, which needs the role's own
         // privileges: a CREATEROLE user without superuser lacks them.)
-        let database: String = client
-            .query_one("SELECT current_database()", &[])
-            .await
-            .map_err(pg_error("reading the database name"))?
-            .get(0);
+        let database = database_name(client).await?;
         let role = quote(&role_name);
         client
             .batch_execute(&format!(
@@ -366,13 +409,9 @@ pub(crate) async fn create_partitions(
 ) -> Result<()> {
     let mut sql = String::new();
     for &(year, month) in months {
-        let (next_year, next_month) = if month == 12 {
-            (year + 1, 1)
-        } else {
-            (year, month + 1)
-        };
+        let (end_year, end_month) = next_month(year, month);
         sql.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{year:04}-{month:02}-01 00:00:00+00') TO ('{next_year:04}-{next_month:02}-01 00:00:00+00');",
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{year:04}-{month:02}-01 00:00:00+00') TO ('{end_year:04}-{end_month:02}-01 00:00:00+00');",
             partition(project_id, collection, year, month),
             data_table(project_id, collection),
         ));

@@ -73,6 +73,14 @@ pub fn view(project_id: &str, name: &str) -> String {
     format!("{}.{}", quote(&view_schema(project_id)), quote(name))
 }
 
+pub fn next_month(year: i32, month: u32) -> (i32, u32) {
+    if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    }
+}
+
 /// Monthly partition of a collection, e.g. `pageview$2024_01`.
 pub fn partition(project_id: &str, collection: &str, year: i32, month: u32) -> String {
     format!(

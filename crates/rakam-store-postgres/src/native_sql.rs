@@ -15,7 +15,7 @@ use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::NoTls;
 
 use crate::arrow_rows::{check_columns, rows_to_batch, schema_of};
-use crate::connection::{classify, Shared};
+use crate::connection::{begin_read_only, classify, Shared};
 
 #[derive(Debug)]
 pub(crate) struct PgNativeSql {
@@ -58,17 +58,7 @@ async fn begin_and_prepare<'a>(
     deadpool_postgres::Transaction<'a>,
     tokio_postgres::Statement,
 )> {
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(|e| classify("starting a query", &e))?;
-    transaction
-        .batch_execute(&format!(
-            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}",
-            timeout.as_millis().max(1)
-        ))
-        .await
-        .map_err(|e| classify("starting a read-only transaction", &e))?;
+    let transaction = begin_read_only(client, timeout).await?;
     let statement = transaction
         .prepare(sql)
         .await

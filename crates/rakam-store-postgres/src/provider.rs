@@ -25,7 +25,7 @@ use rakam_store_api::StoreError;
 use tokio_postgres::types::ToSql;
 
 use crate::arrow_rows::rows_to_batch;
-use crate::connection::{pg_error, Shared};
+use crate::connection::{begin_read_only, pg_error, Shared};
 use crate::names::{literal, quote, view};
 
 const ROWS_PER_BATCH: usize = 65_536;
@@ -169,17 +169,7 @@ async fn stream_scan(
 ) -> Result<(), StoreError> {
     let mut client = shared.reader(project_id).await?;
     let mut cancel = CancelOnDrop(Some(client.cancel_token()));
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(pg_error("starting a scan"))?;
-    transaction
-        .batch_execute(&format!(
-            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}",
-            shared.options.statement_timeout.as_millis()
-        ))
-        .await
-        .map_err(pg_error("starting a scan"))?;
+    let transaction = begin_read_only(&mut client, shared.options.statement_timeout).await?;
     let no_parameters: [&(dyn ToSql + Sync); 0] = [];
     let stream = transaction
         .query_raw(sql, no_parameters.iter().map(|p| *p as &dyn ToSql))

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use chrono::{DateTime, Datelike};
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use futures::{pin_mut, SinkExt};
@@ -18,10 +18,10 @@ use rakam_model::{FieldType, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
 use rakam_store_api::{CollectionStats, EventStore, NativeSql, ProjectInfo, Result, StoreError};
 use tokio_postgres::error::SqlState;
 
-use crate::connection::{is_lock_timeout, pg_error, Shared};
+use crate::connection::{pg_error, Shared};
 use crate::copy_in::{check_batch, encode_rows, HEADER, TRAILER};
 use crate::ddl::{self, StoredColumn};
-use crate::names::{data_table, physical_column, quote, view};
+use crate::names::{data_table, next_month, physical_column, quote, view};
 use crate::native_sql::PgNativeSql;
 use crate::provider::PgCollectionProvider;
 
@@ -40,17 +40,10 @@ pub struct PgStore {
     partitions: Mutex<HashSet<(String, String, i32, u32)>>,
 }
 
-fn field_type_of(data_type: &DataType) -> Option<FieldType> {
-    Some(match data_type {
-        DataType::Utf8 => FieldType::String,
-        DataType::Int64 => FieldType::Long,
-        DataType::Float64 => FieldType::Double,
-        DataType::Boolean => FieldType::Boolean,
-        DataType::Date32 => FieldType::Date,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => FieldType::Timestamp,
-        DataType::List(item) => FieldType::Array(Box::new(field_type_of(item.data_type())?)),
-        _ => return None,
-    })
+fn month_start_millis(year: i32, month: u32) -> Option<i64> {
+    chrono::NaiveDate::from_ymd_opt(year, month, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_millis())
 }
 
 /// The (year, month) of every `_time` in the batch.
@@ -80,14 +73,9 @@ fn months_of(batch: &RecordBatch) -> Result<Vec<(i32, u32)>> {
                 "_time {time} is outside the years 1 to 9999"
             )));
         }
-        let start = chrono::NaiveDate::from_ymd_opt(year, month, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|d| d.and_utc().timestamp_millis());
-        let end = chrono::NaiveDate::from_ymd_opt(year, month, 1)
-            .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|d| d.and_utc().timestamp_millis());
-        if let (Some(start), Some(end)) = (start, end) {
+        let start = month_start_millis(year, month);
+        let (next_year, next_month) = next_month(year, month);
+        if let (Some(start), Some(end)) = (start, month_start_millis(next_year, next_month)) {
             current = Some((start, end));
         }
         months.insert((year, month));
@@ -124,7 +112,7 @@ impl PgStore {
                         return Some(name.to_string());
                     }
                     let stored = columns.iter().find(|c| c.name == name)?;
-                    let field_type = field_type_of(field.data_type())?;
+                    let field_type = FieldType::from_arrow(field.data_type())?;
                     if field_type != stored.field_type && field_type != stored.first_type {
                         return None;
                     }
@@ -174,26 +162,15 @@ impl PgStore {
         // rarely has to wait for the partition's lock.
         let mut wanted = missing.clone();
         if let Some(&(year, month)) = missing.iter().max() {
-            wanted.push(if month == 12 {
-                (year + 1, 1)
-            } else {
-                (year, month + 1)
-            });
+            wanted.push(next_month(year, month));
         }
         // Attaching a partition locks the parent table: behind a long query
-        // it would stall every writer, so give up after the lock timeout and
-        // retry, as schema changes do.
-        let mut attempt = 0_u64;
-        loop {
-            match self.create_partitions(project, collection, &wanted).await {
-                Err(error) if is_lock_timeout(&error) && attempt < 5 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-                }
-                Err(error) => return Err(error),
-                Ok(()) => break,
-            }
-        }
+        // it would stall every writer, so it gives up after the lock timeout
+        // and retries, as schema changes do.
+        ddl::retry_on_lock_timeout("partition creation", || {
+            self.create_partitions(project, collection, &wanted)
+        })
+        .await?;
         let mut known = self.partitions.lock();
         for (year, month) in wanted {
             known.insert((project.id.clone(), collection.to_string(), year, month));
@@ -208,17 +185,8 @@ impl PgStore {
         months: &[(i32, u32)],
     ) -> Result<()> {
         let mut client = self.shared.admin().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(pg_error("starting partition creation"))?;
-        transaction
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = {}",
-                self.shared.options.ddl_lock_timeout.as_millis()
-            ))
-            .await
-            .map_err(pg_error("setting the lock timeout"))?;
+        let transaction =
+            ddl::begin_schema_change(&mut client, self.shared.options.ddl_lock_timeout).await?;
         ddl::lock_project(&transaction, &project.id).await?;
         ddl::create_partitions(&transaction, &project.id, collection, months).await?;
         transaction
