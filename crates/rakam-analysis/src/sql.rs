@@ -25,6 +25,14 @@ pub fn string_literal(text: &str) -> String {
 pub fn check_filter(field: &str, text: &str) -> Result<String> {
     let invalid = |why: String| AnalysisError::invalid(format!("{field} is invalid: {why}"));
     let dialect = GenericDialect {};
+    // A filter deep enough to overflow the stack is refused from its
+    // tokens, before it becomes a tree; the statement it is placed in is
+    // checked again as a whole.
+    rakam_query::check_nesting(text, &dialect).map_err(|error| {
+        AnalysisError::Query(rakam_query::QueryError::TooComplex(format!(
+            "{field}: {error}"
+        )))
+    })?;
     let mut parser = Parser::new(&dialect)
         .try_with_sql(text)
         .map_err(|e| invalid(e.to_string()))?;

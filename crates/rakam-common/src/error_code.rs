@@ -26,6 +26,8 @@ pub enum ErrorCode {
     PartialBatchFailure = 1009,
     /// The event time cannot be parsed.
     InvalidEventTime = 1010,
+    /// The client did not send the whole body within the read timeout.
+    BodyReadTimeout = 1011,
     /// A key is missing.
     MissingKey = 2001,
     /// A key is unknown or of the wrong kind.
@@ -60,6 +62,8 @@ pub enum ErrorCode {
     /// cannot run as asked: unknown collection or column, bad dates, bad
     /// time zone, bad filter expression.
     InvalidAnalysis = 4005,
+    /// A statement or filter nested too deeply, or reading too many tables.
+    SqlTooComplex = 4006,
     /// The backend cannot do this.
     NotSupported = 5001,
     /// Storage failed (disk, fsync, file format).

@@ -41,6 +41,15 @@ pub struct ServerConfig {
     pub lock_key: String,
     /// Whether `/project/delete` may delete a project and all its data.
     pub allow_project_deletion: bool,
+    /// A client must send a request's headers within this many seconds;
+    /// an idle keep-alive connection is closed after it too.
+    pub header_read_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds of the
+    /// handler starting to read it (408 and the connection closed after).
+    pub body_read_timeout_secs: u64,
+    /// Connections one client address may hold open at once; more are
+    /// answered 503 and closed.
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +121,9 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:9999".into(),
             lock_key: String::new(),
             allow_project_deletion: true,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 120,
+            max_connections_per_client: 256,
         }
     }
 }

@@ -46,7 +46,14 @@ async fn analyze(
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
-    let bytes = read_body(&headers, body, ANALYSIS_BODY_LIMIT, "analysis request").await?;
+    let bytes = read_body(
+        &state,
+        &headers,
+        body,
+        ANALYSIS_BODY_LIMIT,
+        "analysis request",
+    )
+    .await?;
     let request: Value = parse_json(&bytes)?;
     let answer = state.analysis.run(kind, &project, request).await?;
     metrics::histogram!("rakam_analysis_duration_seconds", "kind" => kind.name())

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use rakam_common::ErrorCode;
 use rakam_store_api::{KeyKind, ProjectInfo};
 
+use crate::body::BodyReader;
 use crate::{ApiError, AppState};
 
 fn key_from(headers: &HeaderMap, query: &HashMap<String, String>, kind: KeyKind) -> Option<String> {
@@ -19,6 +20,62 @@ fn key_from(headers: &HeaderMap, query: &HashMap<String, String>, kind: KeyKind)
         .map(str::to_string)
         .or_else(|| query.get(name).cloned())
         .filter(|key| !key.is_empty())
+}
+
+/// A collection request's project and the key that named it.
+pub struct Authorized {
+    pub project: ProjectInfo,
+    key: String,
+}
+
+impl Authorized {
+    /// The project once the body is decoded: Rakam reads the key of a
+    /// collection request from its body, so a body key that differs from
+    /// the one checked early is checked too and wins.
+    pub async fn confirm(
+        self,
+        state: &AppState,
+        body_key: Option<&str>,
+    ) -> Result<ProjectInfo, ApiError> {
+        match body_key.filter(|key| !key.is_empty() && *key != self.key) {
+            Some(key) => authorize_body_key(state, Some(key), KeyKind::Write).await,
+            None => Ok(self.project),
+        }
+    }
+}
+
+/// Authorizes a collection request before its body is read: by a
+/// `write_key` (or `master_key`) header or query parameter when there is
+/// one, else by the `api.api_key` found at the start of the body
+/// (`allow_body_key`), read no further than needed to find it.
+pub async fn authorize_collection(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    reader: &mut BodyReader,
+    allow_body_key: bool,
+) -> Result<Authorized, ApiError> {
+    let in_header = [KeyKind::Write, KeyKind::Master]
+        .iter()
+        .find_map(|kind| key_from(headers, query, *kind));
+    if let Some(key) = in_header {
+        let project = authorize(state, headers, query, KeyKind::Write).await?;
+        return Ok(Authorized { project, key });
+    }
+    if !allow_body_key {
+        return authorize(state, headers, query, KeyKind::Write)
+            .await
+            .map(|project| Authorized {
+                project,
+                key: String::new(),
+            });
+    }
+    let key = reader.read_until_key().await?;
+    let project = authorize_body_key(state, key.as_deref(), KeyKind::Write).await?;
+    Ok(Authorized {
+        project,
+        key: key.unwrap_or_default(),
+    })
 }
 
 /// The project of the first key found that grants `required`.

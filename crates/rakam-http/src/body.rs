@@ -1,14 +1,28 @@
-//! Request bodies: size limits and gzip, both answered with clear errors.
+//! Request bodies, read as a stream: the size limit applies to the bytes
+//! as they come out of gzip, the whole body must arrive within the read
+//! timeout, and decompression runs on the blocking pool, never on the
+//! async workers. A key in the body is found from the body's first bytes
+//! (`read_until_key`), so a request without a valid key costs at most
+//! `KEY_SEARCH_BYTES`, whatever it claims to carry.
 
-use std::io::Read;
+use std::io::Write;
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::HeaderMap;
-use flate2::read::GzDecoder;
+use flate2::write::GzDecoder;
+use futures::StreamExt;
 use rakam_common::ErrorCode;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
-use crate::ApiError;
+use crate::body_key::{scan_api_key, KeyScan};
+use crate::{ApiError, AppState};
+
+/// How much of a body may come before its `api` member. Rakam's clients
+/// send `api` first (batches) or after the collection name (single
+/// events); a body that hides its key further in must send it in a header.
+pub const KEY_SEARCH_BYTES: usize = 1 << 20;
 
 fn too_large(limit: usize, key: &str) -> ApiError {
     ApiError::new(
@@ -17,66 +31,317 @@ fn too_large(limit: usize, key: &str) -> ApiError {
     )
 }
 
-/// Reads the body (at most `limit` bytes, after decompression) and
-/// decompresses it when it is gzip, by header or by its magic bytes.
+/// The bytes taken out of a body so far: as sent, or as gunzipped.
+enum Output {
+    /// Not yet known: fewer than two bytes have arrived.
+    Undecided(Vec<u8>),
+    Plain(Vec<u8>),
+    Gzip(Box<GzDecoder<Capped>>),
+}
+
+/// A buffer that refuses to grow past its limit.
+struct Capped {
+    data: Vec<u8>,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.data.len() + buf.len() > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("over the body limit"));
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct BodyReader {
+    stream: BodyDataStream,
+    limit: usize,
+    limit_key: &'static str,
+    deadline: Instant,
+    timeout: Duration,
+    declared_gzip: bool,
+    output: Output,
+    /// Compressed bytes received but not yet inflated (see `inflate`).
+    pending: Bytes,
+    /// While set, inflating stops once this many bytes are out.
+    stop_after: Option<usize>,
+    ended: bool,
+}
+
+impl BodyReader {
+    /// `timeout` counts from now: the whole body must arrive within it.
+    pub fn new(
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+        limit_key: &'static str,
+        timeout: Duration,
+    ) -> Result<Self, ApiError> {
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large(limit, limit_key));
+        }
+        let declared_gzip = headers
+            .get(axum::http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+        Ok(Self {
+            stream: body.into_data_stream(),
+            limit,
+            limit_key,
+            deadline: Instant::now() + timeout,
+            timeout,
+            declared_gzip,
+            output: Output::Undecided(Vec::new()),
+            pending: Bytes::new(),
+            stop_after: None,
+            ended: false,
+        })
+    }
+
+    fn decoded(&self) -> &[u8] {
+        match &self.output {
+            Output::Undecided(data) | Output::Plain(data) => data,
+            Output::Gzip(decoder) => &decoder.get_ref().data,
+        }
+    }
+
+    /// Reads until `api.api_key` can be told from the body's first bytes.
+    pub async fn read_until_key(&mut self) -> Result<Option<String>, ApiError> {
+        let mut next_scan = 0usize;
+        loop {
+            let complete = self.ended && self.pending.is_empty();
+            let decoded = self.decoded();
+            if complete || decoded.len() >= next_scan {
+                match scan_api_key(decoded, complete) {
+                    KeyScan::Found(key) => return Ok(key),
+                    KeyScan::Absent => return Ok(None),
+                    KeyScan::NotAnObject => {
+                        return Err(ApiError::new(
+                            ErrorCode::MalformedRequest,
+                            "the body must be a JSON object",
+                        ))
+                    }
+                    KeyScan::Malformed(why) => {
+                        return Err(ApiError::new(ErrorCode::MalformedRequest, why))
+                    }
+                    KeyScan::NeedMore if decoded.len() >= KEY_SEARCH_BYTES => {
+                        return Err(ApiError::new(
+                            ErrorCode::MissingKey,
+                            format!(
+                                "api.api_key was not found in the first {KEY_SEARCH_BYTES} bytes \
+                                 of the body; put api first, or send the key in a write_key header"
+                            ),
+                        ))
+                    }
+                    // Scanning again only once the prefix has doubled keeps
+                    // the work linear in the prefix.
+                    KeyScan::NeedMore => next_scan = (decoded.len() * 2).max(4096),
+                }
+            }
+            self.stop_after = Some(next_scan);
+            let read = self.read_chunk().await;
+            self.stop_after = None;
+            read?;
+        }
+    }
+
+    /// The rest of the body; the whole of it, decompressed.
+    pub async fn read_to_end(mut self) -> Result<Bytes, ApiError> {
+        while !self.ended || !self.pending.is_empty() {
+            self.read_chunk().await?;
+        }
+        let data = match self.output {
+            Output::Undecided(data) | Output::Plain(data) => data,
+            // Finished when the body ended (`inflate`).
+            Output::Gzip(decoder) => {
+                decoder
+                    .finish()
+                    .map_err(|e| gzip_error(false, &e.to_string(), self.limit, self.limit_key))?
+                    .data
+            }
+        };
+        Ok(Bytes::from(data))
+    }
+
+    async fn read_chunk(&mut self) -> Result<(), ApiError> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            return self.take(pending).await;
+        }
+        if self.ended {
+            return Ok(());
+        }
+        let next = tokio::time::timeout_at(self.deadline, self.stream.next())
+            .await
+            .map_err(|_| {
+                metrics::counter!("rakam_body_read_timeouts_total").increment(1);
+                ApiError::new(
+                    ErrorCode::BodyReadTimeout,
+                    format!(
+                        "the request body did not arrive within {} s (server.body_read_timeout_secs)",
+                        self.timeout.as_secs()
+                    ),
+                )
+            })?;
+        let chunk = match next {
+            None => {
+                self.ended = true;
+                Bytes::new()
+            }
+            Some(Ok(chunk)) => chunk,
+            Some(Err(error)) => {
+                return Err(ApiError::new(
+                    ErrorCode::CorruptBody,
+                    format!("cannot read the request body: {error}"),
+                ))
+            }
+        };
+        self.take(chunk).await
+    }
+
+    async fn take(&mut self, chunk: Bytes) -> Result<(), ApiError> {
+        let (limit, limit_key) = (self.limit, self.limit_key);
+        if chunk.is_empty() && !self.ended {
+            return Ok(());
+        }
+        let output = std::mem::replace(&mut self.output, Output::Plain(Vec::new()));
+        self.output = match output {
+            Output::Undecided(mut head) => {
+                head.extend_from_slice(&chunk);
+                if head.len() < 2 && !self.ended {
+                    Output::Undecided(head)
+                } else if self.declared_gzip || head.starts_with(&[0x1f, 0x8b]) {
+                    let capped = Capped {
+                        data: Vec::new(),
+                        limit,
+                        exceeded: false,
+                    };
+                    let decoder = Box::new(GzDecoder::new(capped));
+                    self.inflate(decoder, Bytes::from(head)).await?
+                } else if head.len() > limit {
+                    return Err(too_large(limit, limit_key));
+                } else {
+                    Output::Plain(head)
+                }
+            }
+            Output::Plain(mut data) => {
+                if data.len() + chunk.len() > limit {
+                    return Err(too_large(limit, limit_key));
+                }
+                data.extend_from_slice(&chunk);
+                Output::Plain(data)
+            }
+            Output::Gzip(decoder) => self.inflate(decoder, chunk).await?,
+        };
+        Ok(())
+    }
+
+    /// Feeds compressed bytes to the decoder on the blocking pool. While
+    /// the key is searched for, it feeds small slices and stops once
+    /// `stop_after` bytes are out, keeping the rest in `pending`: a
+    /// highly compressed chunk may not inflate past what the search needs.
+    async fn inflate(
+        &mut self,
+        mut decoder: Box<GzDecoder<Capped>>,
+        chunk: Bytes,
+    ) -> Result<Output, ApiError> {
+        // The decoder holds back some output until it is finished: finish
+        // it once the body has ended, so every byte is out.
+        let finish = self.ended;
+        if chunk.is_empty() && !finish {
+            return Ok(Output::Gzip(decoder));
+        }
+        let stop_after = self.stop_after;
+        let slice = if stop_after.is_some() {
+            1 << 10
+        } else {
+            64 << 10
+        };
+        let (decoder, result) = off_async(move || {
+            let mut consumed = 0;
+            while consumed < chunk.len() {
+                let end = (consumed + slice).min(chunk.len());
+                if let Err(error) = decoder.write_all(&chunk[consumed..end]) {
+                    return (decoder, Err(error));
+                }
+                consumed = end;
+                if stop_after.is_some_and(|stop| decoder.get_ref().data.len() >= stop) {
+                    break;
+                }
+            }
+            if finish && consumed == chunk.len() {
+                if let Err(error) = decoder.try_finish() {
+                    return (decoder, Err(error));
+                }
+            }
+            (decoder, Ok(chunk.slice(consumed..)))
+        })
+        .await?;
+        match result {
+            Ok(rest) => {
+                self.pending = rest;
+                Ok(Output::Gzip(decoder))
+            }
+            Err(error) => Err(gzip_error(
+                decoder.get_ref().exceeded,
+                &error.to_string(),
+                self.limit,
+                self.limit_key,
+            )),
+        }
+    }
+}
+
+fn gzip_error(exceeded: bool, message: &str, limit: usize, limit_key: &str) -> ApiError {
+    if exceeded {
+        too_large(limit, limit_key)
+    } else {
+        ApiError::new(
+            ErrorCode::CorruptBody,
+            format!("the gzip body is corrupt: {message}"),
+        )
+    }
+}
+
+/// The whole body of a request whose key was checked already.
 pub async fn read_body(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    limit_key: &str,
+    limit_key: &'static str,
 ) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large(limit, limit_key));
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        if format!("{error:?}").contains("LengthLimit") {
-            too_large(limit, limit_key)
-        } else {
-            ApiError::new(
-                ErrorCode::CorruptBody,
-                format!("cannot read the request body: {error}"),
-            )
-        }
-    })?;
-    let declared_gzip = headers
-        .get(axum::http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let looks_gzip = bytes.starts_with(&[0x1f, 0x8b]);
-    if !declared_gzip && !looks_gzip {
-        return Ok(bytes);
-    }
-    tokio::task::spawn_blocking(move || gunzip(&bytes, limit))
+    BodyReader::new(headers, body, limit, limit_key, state.body_read_timeout())?
+        .read_to_end()
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-        .map_err(|error| match error {
-            GunzipError::TooLarge => too_large(limit, limit_key),
-            GunzipError::Corrupt(message) => ApiError::new(
-                ErrorCode::CorruptBody,
-                format!("the gzip body is corrupt: {message}"),
-            ),
-        })
 }
 
-enum GunzipError {
-    TooLarge,
-    Corrupt(String),
-}
-
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
-    let mut output = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
-    let mut decoder = GzDecoder::new(compressed).take(limit as u64 + 1);
-    decoder
-        .read_to_end(&mut output)
-        .map_err(|e| GunzipError::Corrupt(e.to_string()))?;
-    if output.len() > limit {
-        return Err(GunzipError::TooLarge);
-    }
-    Ok(Bytes::from(output))
+/// Runs CPU-heavy work (decompression, decoding) on the blocking pool, so
+/// the async workers keep answering other requests.
+pub async fn off_async<T, F>(work: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        tracing::error!(%error, "blocking work failed");
+        ApiError::new(
+            ErrorCode::Internal,
+            "the server could not complete the request; see the server log",
+        )
+    })
 }
 
 /// A JSON body as `T`; a wrong shape is a 400 that says what is wrong.
@@ -112,27 +377,91 @@ pub fn media_type(headers: &HeaderMap) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
 
-    #[test]
-    fn gzip_limits_apply_after_decompression() {
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder.write_all(&[b'a'; 10_000]).expect("write");
-        let compressed = encoder.finish().expect("finish");
-        assert!(matches!(
-            gunzip(&compressed, 100),
-            Err(GunzipError::TooLarge)
-        ));
+        encoder.write_all(bytes).expect("write");
+        encoder.finish().expect("finish")
+    }
+
+    fn reader(body: Vec<u8>, limit: usize) -> BodyReader {
+        // Many small chunks, as a network delivers them.
+        let chunks: Vec<Result<Bytes, std::io::Error>> = body
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        BodyReader::new(
+            &HeaderMap::new(),
+            body,
+            limit,
+            "test",
+            Duration::from_secs(5),
+        )
+        .expect("reader")
+    }
+
+    #[tokio::test]
+    async fn gzip_limits_apply_as_bytes_come_out() {
+        let compressed = gzip(&[b'a'; 10_000]);
+        let error = reader(compressed.clone(), 100).read_to_end().await.err();
+        assert_eq!(error.map(|e| e.code), Some(ErrorCode::BodyTooLarge));
+        let whole = reader(compressed.clone(), 10_000).read_to_end().await.ok();
+        assert_eq!(whole.map(|b| b.len()), Some(10_000));
+        let truncated = reader(compressed[..compressed.len() - 6].to_vec(), 10_000)
+            .read_to_end()
+            .await
+            .err();
+        assert_eq!(truncated.map(|e| e.code), Some(ErrorCode::CorruptBody));
+        let plain = reader(vec![b'x'; 101], 100).read_to_end().await.err();
+        assert_eq!(plain.map(|e| e.code), Some(ErrorCode::BodyTooLarge));
+    }
+
+    #[tokio::test]
+    async fn the_key_is_read_before_the_rest() {
+        let mut body = br#"{"api": {"api_key": "k"}, "events": ["#.to_vec();
+        body.extend(std::iter::repeat_n(b"1,".as_slice(), 1_000_000).flatten());
+        body.extend(b"1]}");
+        let mut reader = reader(gzip(&body), 64 << 20);
         assert_eq!(
-            gunzip(&compressed, 10_000).ok().map(|b| b.len()),
-            Some(10_000)
+            reader.read_until_key().await.ok().flatten().as_deref(),
+            Some("k")
         );
-        assert!(matches!(
-            gunzip(&compressed[..20], 10_000),
-            Err(GunzipError::Corrupt(_))
-        ));
+        assert!(
+            reader.decoded().len() < 64 << 10,
+            "{}",
+            reader.decoded().len()
+        );
+        assert_eq!(
+            reader.read_to_end().await.ok().map(|b| b.len()),
+            Some(body.len())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_gzip_body_shows_its_key_once_it_ends() {
+        for body in [
+            br#"{"api": {"api_key": "k"}, "events": []}"#.as_slice(),
+            br#"{"events": [{"collection": "e", "properties": {}}], "api": {"api_key": "k"}}"#,
+        ] {
+            let mut reader = reader(gzip(body), 1 << 20);
+            assert_eq!(
+                reader.read_until_key().await.ok().flatten().as_deref(),
+                Some("k")
+            );
+            assert_eq!(reader.read_to_end().await.ok().as_deref(), Some(body));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_key_is_refused_after_a_bounded_prefix() {
+        let mut body = br#"{"events": ["#.to_vec();
+        body.extend(std::iter::repeat_n(b"1,".as_slice(), 4_000_000).flatten());
+        let mut reader = reader(gzip(&body), 256 << 20);
+        let error = reader.read_until_key().await.err();
+        assert_eq!(error.map(|e| e.code), Some(ErrorCode::MissingKey));
+        assert!(reader.decoded().len() < 2 * KEY_SEARCH_BYTES + (64 << 10));
     }
 
     #[test]

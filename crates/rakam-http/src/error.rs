@@ -32,6 +32,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::SqlError
         | ErrorCode::RowLimitExceeded
         | ErrorCode::InvalidAnalysis
+        | ErrorCode::SqlTooComplex
         | ErrorCode::ProjectExists => StatusCode::BAD_REQUEST,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -41,7 +42,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::Forbidden
         | ErrorCode::SqlForbidden => StatusCode::FORBIDDEN,
         ErrorCode::ProjectNotFound | ErrorCode::CollectionNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::QueryTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::QueryTimeout | ErrorCode::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFailure | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,8 +14,8 @@ use rakam_model::normalize_collection_name;
 use rakam_store_api::{KeyKind, ProjectInfo};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{authorize, authorize_body_key};
-use crate::body::{media_type, read_body};
+use crate::auth::{authorize_body_key, authorize_collection};
+use crate::body::{media_type, off_async, BodyReader};
 use crate::{ApiError, AppState};
 
 type Params = Query<HashMap<String, String>>;
@@ -47,19 +47,32 @@ async fn ingest_all(
     Ok(outcome.stored)
 }
 
+fn reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    limit_key: &'static str,
+) -> Result<BodyReader, ApiError> {
+    BodyReader::new(headers, body, limit, limit_key, state.body_read_timeout())
+}
+
 pub(crate) async fn collect(
     State(state): State<AppState>,
+    Query(params): Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
-    let bytes = read_body(
+    let mut reader = reader(
+        &state,
         &headers,
         body,
         limits.max_request_bytes,
         "limits.max_request_bytes",
-    )
-    .await?;
+    )?;
+    let authorized = authorize_collection(&state, &headers, &params, &mut reader, true).await?;
+    let bytes = reader.read_to_end().await?;
     if bytes.len() > limits.max_event_bytes {
         return Err(IngestError::EventTooLarge {
             actual: bytes.len(),
@@ -67,29 +80,35 @@ pub(crate) async fn collect(
         }
         .into());
     }
-    let envelope = decode_event(&bytes)?;
-    let project =
-        authorize_body_key(&state, envelope.api.api_key.as_deref(), KeyKind::Write).await?;
+    let envelope = off_async(move || decode_event(&bytes)).await??;
+    let project = authorized
+        .confirm(&state, envelope.api.api_key.as_deref())
+        .await?;
     ingest_all(&state, &project, vec![envelope.event]).await?;
     Ok(stored_one())
 }
 
 pub(crate) async fn batch(
     State(state): State<AppState>,
+    Query(params): Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
-    let bytes = read_body(
+    let mut reader = reader(
+        &state,
         &headers,
         body,
         limits.max_request_bytes,
         "limits.max_request_bytes",
-    )
-    .await?;
-    let request = decode_batch(&bytes, state.ingester.limits())?;
-    let project =
-        authorize_body_key(&state, request.api.api_key.as_deref(), KeyKind::Write).await?;
+    )?;
+    let authorized = authorize_collection(&state, &headers, &params, &mut reader, true).await?;
+    let bytes = reader.read_to_end().await?;
+    let ingest_limits = state.ingester.limits().clone();
+    let request = off_async(move || decode_batch(&bytes, &ingest_limits)).await??;
+    let project = authorized
+        .confirm(&state, request.api.api_key.as_deref())
+        .await?;
     let outcome = state
         .ingester
         .ingest(&project, request.events, false)
@@ -116,74 +135,65 @@ pub(crate) async fn batch(
     .with_detail("errors", Value::Array(errors)))
 }
 
+const NDJSON_TYPES: [&str; 5] = [
+    "application/x-ndjson",
+    "application/x-rawjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/x-jsonlines",
+];
+
 pub(crate) async fn bulk(
     State(state): State<AppState>,
     Query(params): Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limits = state.config.limits.clone();
     let kind = media_type(&headers);
-    // A key in the header or query is checked before the body is read, so
-    // an unauthenticated client cannot make the server buffer a large body.
-    let early_project = match authorize(&state, &headers, &params, KeyKind::Write).await {
-        Ok(project) => Some(project),
-        Err(error)
-            if error.code == ErrorCode::MissingKey
-                && (kind.is_empty() || kind == "application/json") =>
-        {
-            None
-        }
-        Err(error) => return Err(error),
-    };
-    let bytes = read_body(
+    let is_json = kind.is_empty() || kind == "application/json";
+    if !is_json && kind != "text/csv" && !NDJSON_TYPES.contains(&kind.as_str()) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedContentType,
+            format!(
+                "content type {kind:?} is not read by /event/bulk; send application/json, application/x-ndjson or text/csv"
+            ),
+        ));
+    }
+    let limits = &state.config.limits;
+    let mut reader = reader(
+        &state,
         &headers,
         body,
         limits.max_bulk_bytes,
         "limits.max_bulk_bytes",
-    )
-    .await?;
+    )?;
+    // Only a JSON body can carry its key (api.api_key); NDJSON and CSV
+    // need it in a header or the query.
+    let authorized = authorize_collection(&state, &headers, &params, &mut reader, is_json).await?;
+    let bytes = reader.read_to_end().await?;
     let ingest_limits = state.ingester.limits().clone();
-    let (project, events) = match kind.as_str() {
-        "" | "application/json" => {
-            let request = decode_batch(&bytes, &ingest_limits)?;
-            let project = match (request.api.api_key.as_deref(), early_project) {
-                (Some(key), _) => authorize_body_key(&state, Some(key), KeyKind::Write).await?,
-                (None, Some(project)) => project,
-                (None, None) => authorize(&state, &headers, &params, KeyKind::Write).await?,
-            };
-            let events = request
-                .events
-                .into_iter()
-                .enumerate()
-                .map(|(index, event)| event.map_err(|e| e.at(format!("event {index}"))))
-                .collect::<Result<Vec<_>, _>>()?;
-            (project, events)
-        }
-        "application/x-ndjson" | "application/x-rawjson" | "application/ndjson" | "application/jsonl"
-        | "application/x-jsonlines" => {
-            let project = early_project
-                .ok_or_else(|| ApiError::new(ErrorCode::MissingKey, "write_key is missing"))?;
-            let collection = params.get("collection").cloned();
-            let events = tokio::task::spawn_blocking(move || decode_ndjson(&bytes, collection.as_deref(), &ingest_limits))
-                .await
-                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
-            (project, events)
-        }
-        "text/csv" => {
-            let project = early_project
-                .ok_or_else(|| ApiError::new(ErrorCode::MissingKey, "write_key is missing"))?;
-            let events = decode_csv_request(&state, &project, &params, &bytes).await?;
-            (project, events)
-        }
-        other => {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedContentType,
-                format!(
-                    "content type {other:?} is not read by /event/bulk; send application/json, application/x-ndjson or text/csv"
-                ),
-            ))
-        }
+    let (project, events) = if is_json {
+        let request = off_async(move || decode_batch(&bytes, &ingest_limits)).await??;
+        let project = authorized
+            .confirm(&state, request.api.api_key.as_deref())
+            .await?;
+        let events = request
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| event.map_err(|e| e.at(format!("event {index}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        (project, events)
+    } else if kind == "text/csv" {
+        let project = authorized.project;
+        let events = decode_csv_request(&state, &project, &params, bytes).await?;
+        (project, events)
+    } else {
+        let collection = params.get("collection").cloned();
+        let events =
+            off_async(move || decode_ndjson(&bytes, collection.as_deref(), &ingest_limits))
+                .await??;
+        (authorized.project, events)
     };
     let stored = ingest_all(&state, &project, events).await?;
     Ok(Json(json!({"success": true, "events": stored})).into_response())
@@ -193,7 +203,7 @@ async fn decode_csv_request(
     state: &AppState,
     project: &ProjectInfo,
     params: &HashMap<String, String>,
-    bytes: &[u8],
+    bytes: Bytes,
 ) -> Result<Vec<EventInput>, ApiError> {
     let raw_collection = params.get("collection").ok_or_else(|| {
         ApiError::new(
@@ -222,13 +232,11 @@ async fn decode_csv_request(
         separator,
         use_header,
     };
-    Ok(decode_csv(
-        bytes,
-        &collection,
-        &options,
-        schema.as_deref(),
-        state.ingester.limits(),
-    )?)
+    let limits = state.ingester.limits().clone();
+    let events =
+        off_async(move || decode_csv(&bytes, &collection, &options, schema.as_deref(), &limits))
+            .await??;
+    Ok(events)
 }
 
 /// `GET|POST /event/pixel?collection=…&api.api_key=…&prop.<name>=…`.

@@ -5,11 +5,13 @@
 mod analysis_routes;
 mod auth;
 mod body;
+mod body_key;
 mod error;
 mod event_routes;
 mod metrics;
 mod project_routes;
 mod query_routes;
+mod server;
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 pub use error::{status_for, ApiError};
 pub use metrics::install_metrics_recorder;
+pub use server::{serve, ServerLimits};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -37,13 +40,42 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
 }
 
+impl AppState {
+    pub(crate) fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.server.body_read_timeout_secs)
+    }
+}
+
+/// A panic in a handler is a bug: answer 500 and log it; the process and
+/// the other requests go on.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = message, "a request panicked");
+    ::metrics::counter!("rakam_request_panics_total").increment(1);
+    axum::response::IntoResponse::into_response(ApiError::new(
+        rakam_common::ErrorCode::Internal,
+        "the server could not complete the request; see the server log",
+    ))
+}
+
+/// Answers a panic anywhere in `router` with a 500.
+fn with_panic_guard<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        panic_response,
+    ))
+}
+
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(3600));
-    Router::new()
+    let routes = Router::new()
         .route("/project/create", post(project_routes::create))
         .route("/project/list", any(project_routes::list))
         .route("/project/delete", any(project_routes::delete))
@@ -100,6 +132,35 @@ pub fn router(state: AppState) -> Router {
             .with_detail("status", serde_json::json!(404))
         })
         .layer(axum::middleware::from_fn(metrics::track))
-        .layer(cors)
-        .with_state(state)
+        .layer(cors);
+    with_panic_guard(routes).with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panic_in_a_handler_is_a_500_not_a_dead_connection() {
+        let app: Router = with_panic_guard(Router::new().route(
+            "/boom",
+            get(|| async {
+                let empty: Vec<u8> = Vec::new();
+                #[allow(clippy::unwrap_used)]
+                let first = empty.first().copied().unwrap();
+                first.to_string()
+            }),
+        ));
+        let request = Request::get("/boom").body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("a response");
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error_code"], serde_json::json!(5003));
+    }
 }

@@ -54,7 +54,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ProjectKeys>, ApiError> {
-    let bytes = read_body(&headers, body, SMALL_BODY, "project request").await?;
+    let bytes = read_body(&state, &headers, body, SMALL_BODY, "project request").await?;
     let request: LockRequest = parse_json(&bytes)?;
     check_lock(&state, peer, request.lock_key.as_deref())?;
     let name = request.name.ok_or_else(|| {
@@ -75,7 +75,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    let bytes = read_body(&headers, body, SMALL_BODY, "project request").await?;
+    let bytes = read_body(&state, &headers, body, SMALL_BODY, "project request").await?;
     let request: LockRequest = parse_json(&bytes)?;
     let lock_key = request.lock_key.or_else(|| params.get("lock_key").cloned());
     check_lock(&state, peer, lock_key.as_deref())?;
@@ -142,7 +142,7 @@ pub(crate) async fn schema(
     body: Body,
 ) -> Result<Json<Vec<CollectionJson>>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
-    let bytes = read_body(&headers, body, SMALL_BODY, "schema request").await?;
+    let bytes = read_body(&state, &headers, body, SMALL_BODY, "schema request").await?;
     let request: SchemaRequest = parse_json(&bytes)?;
     let mut collections = Vec::new();
     for name in state.catalog.collections(&project.name).await? {
@@ -187,7 +187,7 @@ pub(crate) async fn add_fields(
     body: Body,
 ) -> Result<Json<Vec<SchemaFieldJson>>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Master).await?;
-    let bytes = read_body(&headers, body, SMALL_BODY, "schema request").await?;
+    let bytes = read_body(&state, &headers, body, SMALL_BODY, "schema request").await?;
     let request: AddFieldsRequest = parse_json(&bytes)?;
     let collection = normalize_collection_name(&request.collection)?;
     let mut columns = Vec::with_capacity(request.fields.len());
@@ -238,7 +238,7 @@ pub(crate) async fn stats(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<HashMap<String, Value>>, ApiError> {
-    let bytes = read_body(&headers, body, SMALL_BODY, "stats request").await?;
+    let bytes = read_body(&state, &headers, body, SMALL_BODY, "stats request").await?;
     let keys: Vec<String> = parse_json(&bytes)?;
     let mut answer = HashMap::new();
     for key in keys {

@@ -52,8 +52,12 @@ fn with_query(error: rakam_query::QueryError, sql: &str) -> ApiError {
     }
 }
 
-async fn read_request(headers: &HeaderMap, body: Body) -> Result<QueryRequest, ApiError> {
-    let bytes = read_body(headers, body, QUERY_BODY_LIMIT, "query request").await?;
+async fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<QueryRequest, ApiError> {
+    let bytes = read_body(state, headers, body, QUERY_BODY_LIMIT, "query request").await?;
     parse_json(&bytes)
 }
 
@@ -64,7 +68,7 @@ pub(crate) async fn execute(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
-    let request = read_request(&headers, body).await?;
+    let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
     let output = state
         .query
@@ -90,7 +94,7 @@ pub(crate) async fn export(
     body: Body,
 ) -> Result<Response, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
-    let request = read_request(&headers, body).await?;
+    let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
     let format = request
         .export_type
@@ -128,7 +132,7 @@ pub(crate) async fn metadata(
     body: Body,
 ) -> Result<Json<Vec<SchemaFieldJson>>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
-    let request = read_request(&headers, body).await?;
+    let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
     let schema = state
         .query

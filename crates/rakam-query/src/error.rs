@@ -12,6 +12,9 @@ pub enum QueryError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// Deeper or wider than the planner is allowed to go.
+    #[error("{0}")]
+    TooComplex(String),
     #[error("the query ran longer than {seconds} s (query.statement_timeout_secs)")]
     Timeout { seconds: u64 },
     #[error("row limit {requested} is above the maximum of {max} (query.max_limit)")]
@@ -27,6 +30,7 @@ impl ErrorExt for QueryError {
         match self {
             Self::Sql { .. } => ErrorCode::SqlError,
             Self::Forbidden(_) => ErrorCode::SqlForbidden,
+            Self::TooComplex(_) => ErrorCode::SqlTooComplex,
             Self::Timeout { .. } => ErrorCode::QueryTimeout,
             Self::RowLimit { .. } => ErrorCode::RowLimitExceeded,
             Self::Store(inner) => inner.code(),
@@ -86,6 +90,14 @@ impl QueryError {
     }
 
     pub(crate) fn from_parser(error: &datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        use datafusion::sql::sqlparser::parser::ParserError;
+        if matches!(error, ParserError::RecursionLimitExceeded) {
+            return Self::TooComplex(
+                "the statement nests too deeply: more brackets, subqueries or prefix operators \
+                 inside one another than the parser allows"
+                    .into(),
+            );
+        }
         let message = clean_message(&error.to_string());
         let (line, column) = position_in_message(&message);
         Self::Sql {

@@ -10,6 +10,7 @@ use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
+use crate::complexity::{check_nesting, check_width};
 use crate::QueryError;
 
 #[derive(Debug)]
@@ -40,6 +41,7 @@ pub(crate) fn parse_one(
             column: None,
         });
     }
+    check_nesting(trimmed, dialect)?;
     let mut statements =
         Parser::parse_sql(dialect, trimmed).map_err(|e| QueryError::from_parser(&e))?;
     if statements.len() != 1 {
@@ -49,6 +51,7 @@ pub(crate) fn parse_one(
         )));
     }
     let statement = statements.remove(0);
+    check_width(&statement)?;
     let (limit, is_explain) = match &statement {
         Statement::Query(query) => (literal_limit(query), false),
         Statement::Explain { statement, .. } => match statement.as_ref() {

@@ -3,6 +3,7 @@
 //! and timeouts, and the encoders of results (Rakam JSON, CSV, NDJSON).
 
 mod all_collections;
+mod complexity;
 mod encode;
 mod engine;
 mod error;
@@ -10,6 +11,7 @@ mod guard;
 mod native;
 mod project_schema;
 
+pub use complexity::{check_nesting, MAX_NESTING, MAX_TABLE_REFERENCES, QUERY_THREAD_STACK_BYTES};
 pub use encode::{
     descriptive_name, encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields,
     SchemaFieldJson,

@@ -93,6 +93,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rakam-worker")
+        // Query work runs on these threads; the statement guard's depth
+        // limit is sized against this stack.
+        .thread_stack_size(rakam_query::QUERY_THREAD_STACK_BYTES)
         .build()
         .context("starting the async runtime")
 }

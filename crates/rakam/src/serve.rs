@@ -1,4 +1,3 @@
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +94,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("server.lock_key is not set: only clients on this machine (loopback) may create projects");
     }
     let listen = config.server.listen.clone();
+    let server_limits = rakam_http::ServerLimits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+        max_connections_per_client: config.server.max_connections_per_client,
+    };
     let state = rakam_http::AppState {
         config: Arc::new(config),
         analysis: rakam_analysis::Analyzer::new(catalog.clone(), query.clone()),
@@ -108,11 +111,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "rakam is listening");
-    let app = rakam_http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    rakam_http::serve(
+        listener,
+        rakam_http::router(state),
+        server_limits,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("shutting down: flushing the store");
     event_store.shutdown().await.context("flushing the store")?;
     Ok(())

@@ -17,6 +17,8 @@ mod bad_input;
 mod collect;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/hostile_sql.rs"]
+mod hostile_sql;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/postgres.rs"]

@@ -12,5 +12,7 @@ mod bad_input;
 mod cli;
 mod collect;
 mod crash;
+mod hostile_http;
+mod hostile_sql;
 mod isolation;
 mod query;
