@@ -28,6 +28,8 @@ pub enum ErrorCode {
     InvalidEventTime = 1010,
     /// The client did not send the whole body within the read timeout.
     BodyReadTimeout = 1011,
+    /// No endpoint has this path.
+    UnknownEndpoint = 1012,
     /// A key is missing.
     MissingKey = 2001,
     /// A key is unknown or of the wrong kind.
@@ -78,6 +80,15 @@ impl ErrorCode {
     pub fn as_u16(self) -> u16 {
         self as u16
     }
+
+    /// Whether the same request may succeed later: the server was busy,
+    /// shutting down, slow, or its storage failed for a moment.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::StorageFailure | Self::Unavailable | Self::QueryTimeout | Self::BodyReadTimeout
+        )
+    }
 }
 
 /// Implemented by every error type that can reach a client.
@@ -86,9 +97,6 @@ pub trait ErrorExt: std::error::Error {
 
     /// Whether retrying the same request may succeed.
     fn is_retryable(&self) -> bool {
-        matches!(
-            self.code(),
-            ErrorCode::StorageFailure | ErrorCode::Unavailable | ErrorCode::QueryTimeout
-        )
+        self.code().is_retryable()
     }
 }

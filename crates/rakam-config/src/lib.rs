@@ -41,8 +41,9 @@ pub struct ServerConfig {
     pub lock_key: String,
     /// Whether `/project/delete` may delete a project and all its data.
     pub allow_project_deletion: bool,
-    /// A client must send a request's headers within this many seconds;
-    /// an idle keep-alive connection is closed after it too.
+    /// A client must send a request's headers within this many seconds; a
+    /// new connection that sends nothing, and an idle keep-alive one, are
+    /// closed after it too.
     pub header_read_timeout_secs: u64,
     /// A request's whole body must arrive within this many seconds of the
     /// handler starting to read it (408 and the connection closed after).
@@ -239,6 +240,27 @@ impl Config {
                 )))
             }
         }
+        for (key, seconds) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+        ] {
+            if !(1..=86_400).contains(&seconds) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be between 1 and 86400 seconds, not {seconds}"
+                )));
+            }
+        }
+        if self.server.max_connections_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections_per_client must be at least 1".into(),
+            ));
+        }
         if self.query.default_limit > self.query.max_limit {
             return Err(ConfigError::Invalid(
                 "query.default_limit is above query.max_limit".into(),
@@ -310,6 +332,11 @@ mod tests {
         assert!(Config::load(None, env(&[("RAKAM_STORAGE__DURABILITY", "maybe")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_STORAGE__BACKEND", "postgres")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_STORAGE__BACKEND", "oracle")])).is_err());
+        assert!(Config::load(None, env(&[("RAKAM_SERVER__BODY_READ_TIMEOUT_SECS", "0")])).is_err());
+        let forever = env(&[("RAKAM_SERVER__HEADER_READ_TIMEOUT_SECS", "86401")]);
+        assert!(Config::load(None, forever).is_err());
+        let none = env(&[("RAKAM_SERVER__MAX_CONNECTIONS_PER_CLIENT", "0")]);
+        assert!(Config::load(None, none).is_err());
         let postgres = Config::load(
             None,
             env(&[

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::HeaderMap;
-use flate2::write::GzDecoder;
+// Several gzip members in a row are one body (RFC 1952), as `gzip -c a b` makes.
+use flate2::write::MultiGzDecoder as GzDecoder;
 use futures::StreamExt;
 use rakam_common::ErrorCode;
 use serde::de::DeserializeOwned;
@@ -147,7 +148,9 @@ impl BodyReader {
                     }
                     // Scanning again only once the prefix has doubled keeps
                     // the work linear in the prefix.
-                    KeyScan::NeedMore => next_scan = (decoded.len() * 2).max(4096),
+                    KeyScan::NeedMore => {
+                        next_scan = (decoded.len() * 2).clamp(4096, KEY_SEARCH_BYTES)
+                    }
                 }
             }
             self.stop_after = Some(next_scan);
@@ -437,6 +440,14 @@ mod tests {
             reader.read_to_end().await.ok().map(|b| b.len()),
             Some(body.len())
         );
+    }
+
+    #[tokio::test]
+    async fn gzip_members_in_a_row_are_one_body() {
+        let mut body = gzip(b"{\"a\": ");
+        body.extend(gzip(b"1}"));
+        let whole = reader(body, 1 << 20).read_to_end().await.ok();
+        assert_eq!(whole.as_deref(), Some(b"{\"a\": 1}".as_slice()));
     }
 
     #[tokio::test]

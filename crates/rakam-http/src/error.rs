@@ -41,7 +41,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidKey
         | ErrorCode::Forbidden
         | ErrorCode::SqlForbidden => StatusCode::FORBIDDEN,
-        ErrorCode::ProjectNotFound | ErrorCode::CollectionNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ProjectNotFound | ErrorCode::CollectionNotFound | ErrorCode::UnknownEndpoint => {
+            StatusCode::NOT_FOUND
+        }
         ErrorCode::QueryTimeout | ErrorCode::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -86,6 +88,9 @@ impl IntoResponse for ApiError {
         let mut body = self.details;
         body.insert("error".into(), Value::String(self.message));
         body.insert("error_code".into(), json!(self.code.as_u16()));
+        if self.code.is_retryable() {
+            body.insert("retryable".into(), Value::Bool(true));
+        }
         (status, Json(Value::Object(body))).into_response()
     }
 }
@@ -143,6 +148,27 @@ mod tests {
             status_for(ErrorCode::PartialBatchFailure),
             StatusCode::CONFLICT
         );
+    }
+
+    #[tokio::test]
+    async fn errors_worth_retrying_say_so() {
+        for (code, retryable) in [
+            (ErrorCode::Unavailable, true),
+            (ErrorCode::QueryTimeout, true),
+            (ErrorCode::SqlError, false),
+            (ErrorCode::InvalidKey, false),
+        ] {
+            let response = ApiError::new(code, "x").into_response();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let body: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(
+                body["retryable"].as_bool().unwrap_or(false),
+                retryable,
+                "{code:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rakam_model::normalize_collection_name;
 use rakam_store_api::{KeyKind, ProjectInfo};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{authorize_body_key, authorize_collection};
+use crate::auth::{authorize, authorize_body_key, authorize_collection};
 use crate::body::{media_type, off_async, BodyReader};
 use crate::{ApiError, AppState};
 
@@ -197,6 +197,25 @@ pub(crate) async fn bulk(
     };
     let stored = ingest_all(&state, &project, events).await?;
     Ok(Json(json!({"success": true, "events": stored})).into_response())
+}
+
+/// `/event/bulk/commit`, which older clients call after bulk loads: a bulk
+/// request is committed before it is answered, so there is nothing left to
+/// do. The master key is checked as in Rakam.
+pub(crate) async fn bulk_commit(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, KeyKind::Master).await?;
+    let bytes = crate::body::read_body(&state, &headers, body, 1 << 20, "commit request").await?;
+    let _: Value = crate::body::parse_json(&bytes)?;
+    Ok(Json(json!({
+        "success": true,
+        "message": "Nothing to commit: every bulk request is committed before it is answered."
+    }))
+    .into_response())
 }
 
 async fn decode_csv_request(

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/event/collect", post(event_routes::collect))
         .route("/event/batch", post(event_routes::batch))
         .route("/event/bulk", post(event_routes::bulk))
+        .route("/event/bulk/commit", post(event_routes::bulk_commit))
         .route(
             "/event/pixel",
             get(event_routes::pixel).post(event_routes::pixel),
@@ -124,12 +125,11 @@ pub fn router(state: AppState) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .fallback(|| async {
+        .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
-                rakam_common::ErrorCode::MalformedRequest,
-                "no such endpoint",
+                rakam_common::ErrorCode::UnknownEndpoint,
+                format!("no endpoint has the path {}", uri.path()),
             )
-            .with_detail("status", serde_json::json!(404))
         })
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(cors);

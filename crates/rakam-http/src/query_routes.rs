@@ -1,14 +1,13 @@
 use std::collections::HashMap;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use rakam_common::ErrorCode;
-use rakam_query::{
-    encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields, SchemaFieldJson,
-};
+use rakam_query::{rows_as_json, schema_fields, ExportEncoder, ExportFormat, SchemaFieldJson};
 use rakam_store_api::KeyKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -96,33 +95,53 @@ pub(crate) async fn export(
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
     let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
-    let format = request
+    let name = request
         .export_type
         .clone()
         .or_else(|| params.get("export_type").cloned())
         .filter(|f| !f.is_empty())
-        .unwrap_or_else(|| "CSV".into())
-        .to_ascii_uppercase();
+        .unwrap_or_else(|| "CSV".into());
+    let format = ExportFormat::parse(&name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidValue,
+            format!("export_type {name:?} is not supported; use CSV, JSON or NDJSON"),
+        )
+    })?;
     let output = state
         .query
-        .execute(&project, sql, request.limit)
+        .execute_stream(&project, sql, request.limit)
         .await
         .map_err(|e| with_query(e, sql))?;
-    let (content_type, bytes) = match format.as_str() {
-        "CSV" => (
-            "text/csv; charset=utf-8",
-            encode_csv(&output.schema, &output.batches)?,
-        ),
-        "JSON" => ("application/json", encode_json_objects(&output.batches)?),
-        "NDJSON" | "JSONL" => ("application/x-ndjson", encode_ndjson(&output.batches)?),
-        other => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidValue,
-                format!("export_type {other:?} is not supported; use CSV, JSON or NDJSON"),
-            ))
-        }
+    let mut encoder = ExportEncoder::new(format, output.schema.clone());
+    let mut batches = output.batches;
+    // The first batch is awaited before answering, so a failure that shows
+    // at once is still an error response rather than a cut-off file.
+    let head = match batches.next().await {
+        Some(batch) => encoder.batch(&batch.map_err(|e| with_query(e, sql))?)?,
+        None => Vec::new(),
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+    let rest = futures::stream::unfold(Some((encoder, batches)), |state| async move {
+        let (mut encoder, mut batches) = state?;
+        let (bytes, next) = match batches.next().await {
+            Some(Ok(batch)) => match encoder.batch(&batch) {
+                Ok(bytes) => (Ok(bytes), Some((encoder, batches))),
+                Err(error) => (Err(error), None),
+            },
+            Some(Err(error)) => (Err(error), None),
+            None => (encoder.finish(), None),
+        };
+        if let Err(error) = &bytes {
+            // The status line is sent: cutting the body short is all that is left.
+            tracing::warn!(%error, "an export failed after it started");
+        }
+        Some((bytes.map(Bytes::from), next))
+    });
+    let body = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rest);
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 pub(crate) async fn metadata(

@@ -24,12 +24,15 @@ use tower::ServiceExt;
 
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// A client must send a request's headers within this time (and an
-    /// idle keep-alive connection is closed after it).
+    /// A client must send a request's headers within this time (and a
+    /// silent new connection or an idle keep-alive one is closed after it).
     pub header_read_timeout: Duration,
     /// Connections one client address may hold open at once.
     pub max_connections_per_client: usize,
 }
+
+/// Requests one HTTP/2 connection may have in flight at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -46,8 +49,21 @@ struct Admitted {
     address: IpAddr,
 }
 
+/// The address a client is counted by: its IPv4 address, or the /64 of
+/// its IPv6 address (one host commonly holds a whole /64).
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 impl ClientConnections {
     fn admit(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<Admitted> {
+        let address = client_key(address);
         let mut open = self.open.lock();
         let count = open.entry(address).or_insert(0);
         if *count >= max {
@@ -86,7 +102,12 @@ async fn refuse(mut stream: TcpStream, max: usize) {
     );
     let write = async {
         stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Closing with the request unread would send a reset that can
+        // overtake the answer: read what the client sent first.
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
@@ -104,7 +125,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // An HTTP/2 connection multiplexes requests: without a bound, the
+    // per-client connection cap would not bound requests.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let clients = Arc::new(ClientConnections::default());
@@ -137,7 +165,18 @@ pub async fn serve(
             });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            // hyper times the headers from their first byte: a connection
+            // that sends nothing at all is closed here.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(first_byte_timeout, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                metrics::counter!("rakam_idle_connections_closed_total").increment(1);
+                return;
+            }
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 TowerToHyperService::new(service),
@@ -154,5 +193,37 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("requests still running after the shutdown grace period were cut off");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_slash_64() {
+        let v4: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(client_key(v4), v4);
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
+        assert_eq!(client_key(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+    }
+
+    #[test]
+    fn slots_are_freed_when_connections_end() {
+        let clients = Arc::new(ClientConnections::default());
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let first = clients.admit(ip, 2);
+        let second = clients.admit(ip, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(clients.admit(ip, 2).is_none());
+        drop(first);
+        assert!(clients.admit(ip, 2).is_some());
+        drop(second);
+        assert!(clients.open.lock().is_empty());
     }
 }

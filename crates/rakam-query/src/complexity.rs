@@ -47,6 +47,7 @@ pub fn check_nesting(sql: &str, dialect: &dyn Dialect) -> Result<(), QueryError>
     let Ok(tokens) = Tokenizer::new(dialect, sql).tokenize() else {
         return Ok(());
     };
+    check_intervals(&tokens)?;
     let depth = nesting_bound(&tokens);
     if depth > MAX_NESTING {
         return Err(QueryError::TooComplex(format!(
@@ -65,30 +66,24 @@ enum FrameKind {
     Case,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Clause {
-    Other,
-    /// Commas between tables are joins: they nest the plan.
-    From,
-    /// Commas between common table expressions: a later one may read an
-    /// earlier one, so they nest the plan too.
-    With,
-}
-
 /// One bracket (or `CASE … END`, or the statement itself) being measured.
 /// Every operator is taken to build a left-deep chain: it sits above all
 /// that came before it in the expression, as `a+b+c` parses to `(a+b)+c`.
 /// Mixed precedences make shallower trees, so this only overestimates.
 struct Frame {
     kind: FrameKind,
-    clause: Clause,
+    /// A FROM or WITH was seen: from there on commas separate tables or
+    /// common table expressions, which nest the plan. Never unset, since a
+    /// keyword may be an alias (`AS where`); that only overestimates.
+    commas_nest: bool,
     /// Depth of the expression chained so far, operators included.
     chained: usize,
     /// Depth of the operand after the last operator.
     operand: usize,
-    /// Deepest finished sibling (a select item, a clause, a join's left side).
+    /// Deepest finished sibling, or the left side of the last join or set
+    /// operation with that node on top.
     finished: usize,
-    /// Whether a join or set operation sits above the frame's contents.
+    /// Whether a join or set operation sits above what follows it.
     structured: bool,
 }
 
@@ -96,7 +91,7 @@ impl Frame {
     fn new(kind: FrameKind) -> Self {
         Self {
             kind,
-            clause: Clause::Other,
+            commas_nest: false,
             chained: 0,
             operand: 0,
             finished: 0,
@@ -113,40 +108,83 @@ impl Frame {
         self.operand = self.operand.max(depth);
     }
 
-    /// A comma or clause: what follows is a sibling of what came before.
+    /// A comma (or WHEN/THEN/ELSE): what follows is a sibling of what came
+    /// before. Keywords never start a sibling: any of them may be a name.
     fn sibling(&mut self) {
         self.finished = self.depth_so_far();
         self.chained = 0;
         self.operand = 0;
     }
 
-    /// A join or set operation: a node above everything so far.
+    /// A join or set operation: a node above everything so far, and above
+    /// what follows it.
     fn structure(&mut self) {
-        self.chained = 1 + self.depth_so_far();
+        self.finished = 1 + self.depth_so_far();
+        self.chained = 0;
         self.operand = 0;
         self.structured = true;
     }
 
     fn depth_so_far(&self) -> usize {
-        self.finished.max(self.chained).max(self.operand)
+        let current = self.chained.max(self.operand) + usize::from(self.structured);
+        self.finished.max(current)
     }
 
-    /// The frame's depth, its own level included; the right side of the
-    /// last join or set operation is one level under it.
+    /// The frame's depth, its own level included.
     fn depth(&self) -> usize {
-        1 + self.depth_so_far() + usize::from(self.structured)
+        1 + self.depth_so_far()
     }
 }
+
+/// Keywords that never chain: clause words, join and sort modifiers,
+/// literals. Every other keyword counts as an operator, so an infix word
+/// this list does not know (`MEMBER OF`, `OPERATOR(+)`) still counts.
+const PLAIN_KEYWORDS: &[Keyword] = &[
+    Keyword::SELECT,
+    Keyword::DISTINCT,
+    Keyword::ALL,
+    Keyword::AS,
+    Keyword::WHERE,
+    Keyword::GROUP,
+    Keyword::BY,
+    Keyword::HAVING,
+    Keyword::ORDER,
+    Keyword::ASC,
+    Keyword::DESC,
+    Keyword::NULLS,
+    Keyword::FIRST,
+    Keyword::LAST,
+    Keyword::LIMIT,
+    Keyword::OFFSET,
+    Keyword::RECURSIVE,
+    Keyword::ON,
+    Keyword::USING,
+    Keyword::LEFT,
+    Keyword::RIGHT,
+    Keyword::INNER,
+    Keyword::OUTER,
+    Keyword::FULL,
+    Keyword::CROSS,
+    Keyword::NATURAL,
+    Keyword::OVER,
+    Keyword::PARTITION,
+    Keyword::NULL,
+    Keyword::TRUE,
+    Keyword::FALSE,
+];
 
 /// An upper bound of the depth of the tree `tokens` parse into.
 fn nesting_bound(tokens: &[Token]) -> usize {
     let mut frames = vec![Frame::new(FrameKind::Root)];
+    // A keyword after `.` or `AS` is a name (`x.limit`, `AS where`).
+    let mut names_next = false;
     for token in tokens {
         let Some(top) = frames.last_mut() else {
             break;
         };
+        let is_name = std::mem::take(&mut names_next);
         match token {
-            Token::Whitespace(_) | Token::SemiColon | Token::EOF => {}
+            Token::Whitespace(_) | Token::SemiColon | Token::EOF => names_next = is_name,
             Token::LParen => frames.push(Frame::new(FrameKind::Paren)),
             Token::LBracket => {
                 top.operator();
@@ -164,11 +202,15 @@ fn nesting_bound(tokens: &[Token]) -> usize {
                     }
                 }
             }
-            Token::Comma => match top.clause {
-                Clause::From | Clause::With => top.structure(),
-                Clause::Other => top.sibling(),
-            },
+            Token::Comma if top.commas_nest => top.structure(),
+            Token::Comma => top.sibling(),
+            Token::Period => {
+                top.operator();
+                names_next = true;
+            }
+            Token::Word(word) if is_name || word.keyword == Keyword::NoKeyword => top.leaf(1),
             Token::Word(word) => match word.keyword {
+                Keyword::AS => names_next = true,
                 Keyword::CASE => frames.push(Frame::new(FrameKind::Case)),
                 Keyword::END if top.kind == FrameKind::Case => {
                     let depth = top.depth();
@@ -180,50 +222,15 @@ fn nesting_bound(tokens: &[Token]) -> usize {
                 Keyword::WHEN | Keyword::THEN | Keyword::ELSE if top.kind == FrameKind::Case => {
                     top.sibling()
                 }
-                Keyword::SELECT
-                | Keyword::WHERE
-                | Keyword::GROUP
-                | Keyword::HAVING
-                | Keyword::ORDER
-                | Keyword::LIMIT
-                | Keyword::OFFSET
-                | Keyword::QUALIFY
-                | Keyword::WINDOW => {
-                    top.sibling();
-                    top.clause = Clause::Other;
-                }
-                Keyword::ON | Keyword::USING => top.sibling(),
-                Keyword::FROM => {
-                    top.sibling();
-                    top.clause = Clause::From;
-                }
-                Keyword::WITH => {
-                    top.sibling();
-                    top.clause = Clause::With;
-                }
-                Keyword::UNION | Keyword::EXCEPT | Keyword::INTERSECT | Keyword::MINUS => {
-                    top.structure();
-                    top.clause = Clause::Other;
-                }
-                Keyword::JOIN | Keyword::APPLY => top.structure(),
-                Keyword::AND
-                | Keyword::OR
-                | Keyword::XOR
-                | Keyword::NOT
-                | Keyword::IS
-                | Keyword::IN
-                | Keyword::LIKE
-                | Keyword::ILIKE
-                | Keyword::BETWEEN
-                | Keyword::SIMILAR
-                | Keyword::REGEXP
-                | Keyword::RLIKE
-                | Keyword::DIV
-                | Keyword::COLLATE
-                | Keyword::AT
-                | Keyword::OVERLAPS
-                | Keyword::ESCAPE => top.operator(),
-                _ => top.leaf(1),
+                Keyword::FROM | Keyword::WITH => top.commas_nest = true,
+                Keyword::UNION
+                | Keyword::EXCEPT
+                | Keyword::INTERSECT
+                | Keyword::MINUS
+                | Keyword::JOIN
+                | Keyword::APPLY => top.structure(),
+                keyword if PLAIN_KEYWORDS.contains(&keyword) => top.leaf(1),
+                _ => top.operator(),
             },
             Token::Number(..)
             | Token::SingleQuotedString(_)
@@ -251,6 +258,45 @@ fn nesting_bound(tokens: &[Token]) -> usize {
     depth
 }
 
+/// sqlparser parses the operand of `INTERVAL` twice when it fails (once as
+/// a typed string, once as an interval expression) without counting the
+/// recursion, so nested INTERVALs take time exponential in their number.
+/// An interval's value must be a literal: `INTERVAL '1 day'`, `INTERVAL 1 DAY`.
+fn check_intervals(tokens: &[Token]) -> Result<(), QueryError> {
+    let mut significant = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .peekable();
+    let mut previous_is_name_marker = false;
+    while let Some(token) = significant.next() {
+        let is_interval = matches!(token, Token::Word(w) if w.keyword == Keyword::INTERVAL);
+        if is_interval && !previous_is_name_marker {
+            let mut next = significant.peek();
+            if matches!(next, Some(Token::Minus) | Some(Token::Plus)) {
+                significant.next();
+                next = significant.peek();
+            }
+            let literal = matches!(
+                next,
+                Some(Token::SingleQuotedString(_))
+                    | Some(Token::Number(..))
+                    | Some(Token::EscapedStringLiteral(_))
+                    | Some(Token::NationalStringLiteral(_))
+            );
+            if !literal {
+                return Err(QueryError::TooComplex(
+                    "INTERVAL takes a literal value ('1 day', or 1 DAY), not an expression; \
+                     a column named interval must be quoted (\"interval\")"
+                        .into(),
+                ));
+            }
+        }
+        previous_is_name_marker = matches!(token, Token::Period)
+            || matches!(token, Token::Word(w) if w.keyword == Keyword::AS);
+    }
+    Ok(())
+}
+
 /// Refuses a statement that references more than `MAX_TABLE_REFERENCES`
 /// tables once every use of a common table expression is expanded.
 /// Call only on a statement that passed `check_nesting`: it recurses.
@@ -273,7 +319,12 @@ pub(crate) fn check_width(statement: &Statement) -> Result<(), QueryError> {
 fn relation_names<V: Visit>(node: &V) -> Vec<String> {
     let mut names = Vec::new();
     let _ = visit_relations(node, |relation: &ObjectName| {
-        names.push(relation.to_string().to_ascii_lowercase());
+        // A CTE is named by one identifier, quoted or not: compare its value.
+        let name = match relation.0.as_slice() {
+            [part] => part.as_ident().map(|ident| ident.value.to_lowercase()),
+            _ => None,
+        };
+        names.push(name.unwrap_or_else(|| relation.to_string().to_lowercase()));
         ControlFlow::<()>::Continue(())
     });
     names
@@ -293,7 +344,7 @@ impl Visitor for CteReads {
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
-                let name = cte.alias.name.value.to_ascii_lowercase();
+                let name = cte.alias.name.value.to_lowercase();
                 let reads = relation_names(cte.query.as_ref());
                 self.reads.entry(name).or_default().extend(reads);
             }
@@ -372,6 +423,56 @@ mod tests {
     }
 
     #[test]
+    fn keywords_used_as_names_do_not_hide_a_chain() {
+        let limit = format!(
+            "SELECT {} FROM (SELECT 1 AS \"limit\") x",
+            chain("x.limit+1", "+", 400)
+        );
+        assert!(depth(&limit) >= 800);
+        let zoned = chain("NULL::TIMESTAMP WITH TIME ZONE IS NULL", " OR ", 300);
+        assert!(depth(&format!("SELECT {zoned}")) >= 600);
+        let aliased = format!(
+            "SELECT * FROM (SELECT 1) AS where, {}",
+            chain("(SELECT 1) AS b", ", ", 600)
+        );
+        assert!(depth(&aliased) >= 600);
+        let case_names = format!(
+            "SELECT CASE WHEN x.then THEN {} END",
+            chain("x.then", "+", 600)
+        );
+        assert!(depth(&case_names) >= 600);
+    }
+
+    #[test]
+    fn infix_keywords_it_does_not_list_still_count() {
+        assert!(depth(&format!("SELECT {}", chain("1", " OPERATOR(+) ", 600))) >= 600);
+        assert!(
+            depth(&format!(
+                "SELECT {}",
+                chain("1", " MEMBER OF(1) AND 1", 300)
+            )) >= 600
+        );
+    }
+
+    #[test]
+    fn an_interval_takes_a_literal() {
+        let nested = format!("SELECT {})", "INTERVAL ".repeat(40));
+        assert!(matches!(
+            check_nesting(&nested, &GenericDialect {}),
+            Err(QueryError::TooComplex(_))
+        ));
+        let in_brackets = format!("SELECT {}1{}", "INTERVAL (".repeat(3), ")".repeat(3));
+        assert!(check_nesting(&in_brackets, &GenericDialect {}).is_err());
+        for fine in [
+            "SELECT now() - INTERVAL '1 day'",
+            "SELECT INTERVAL 1 DAY, INTERVAL -2 HOUR",
+            "SELECT t.interval, \"interval\" FROM t",
+        ] {
+            assert!(check_nesting(fine, &GenericDialect {}).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
     fn wide_lists_are_not_deep() {
         let items = chain("a + b", ", ", 5000);
         assert!(depth(&format!("SELECT {items} FROM t")) < 10);
@@ -416,6 +517,19 @@ mod tests {
         assert!(width("WITH a AS (SELECT * FROM t) SELECT * FROM a JOIN a b ON true").is_ok());
         let many = format!("SELECT * FROM {}", chain("t", ", ", 501));
         assert!(matches!(width(&many), Err(QueryError::TooComplex(_))));
+    }
+
+    #[test]
+    fn quoted_cte_names_are_expanded_too() {
+        let mut ctes = vec!["a0 AS (SELECT * FROM t)".to_string()];
+        for i in 1..20 {
+            ctes.push(format!(
+                "a{i} AS (SELECT * FROM \"a{p}\" UNION ALL SELECT * FROM \"a{p}\")",
+                p = i - 1
+            ));
+        }
+        let sql = format!("WITH {} SELECT * FROM \"a19\"", ctes.join(", "));
+        assert!(matches!(width(&sql), Err(QueryError::TooComplex(_))));
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn is_nested(data_type: &DataType) -> bool {
 
 /// CSV has no arrays or objects: such a column is written as its JSON text
 /// (`["a","b"]`), the form the JSON results use.
-fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
+pub(crate) fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
     if !batch
         .schema()
         .fields()
@@ -225,56 +225,6 @@ fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
     RecordBatch::try_new(schema, columns).map_err(|e| QueryError::Execution(e.to_string()))
 }
 
-pub fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
-    let mut out = Vec::new();
-    {
-        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-            .with_header(true)
-            .build(&mut out);
-        if batches.is_empty() {
-            writer
-                .write(&flat_for_csv(&RecordBatch::new_empty(schema.clone()))?)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-        }
-        for batch in batches {
-            writer
-                .write(&flat_for_csv(batch)?)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-        }
-    }
-    Ok(out)
-}
-
-pub fn encode_ndjson(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
-    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
-    for batch in batches {
-        writer
-            .write(batch)
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
-    }
-    writer
-        .finish()
-        .map_err(|e| QueryError::Execution(e.to_string()))?;
-    Ok(writer.into_inner())
-}
-
-pub fn encode_json_objects(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    for batch in batches {
-        writer
-            .write(batch)
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
-    }
-    writer
-        .finish()
-        .map_err(|e| QueryError::Execution(e.to_string()))?;
-    let mut bytes = writer.into_inner();
-    if bytes.is_empty() {
-        bytes.extend_from_slice(b"[]");
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,24 +233,6 @@ mod tests {
     fn descriptive_names_follow_rakam() {
         assert_eq!(descriptive_name("page_url"), "Page url");
         assert_eq!(descriptive_name("_time"), "Time");
-    }
-
-    #[test]
-    fn csv_writes_arrays_as_json_text() {
-        use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder};
-        let mut tags = ListBuilder::new(StringBuilder::new());
-        tags.values().append_value("a");
-        tags.values().append_value("b,c");
-        tags.append(true);
-        tags.append(false);
-        let tags: ArrayRef = std::sync::Arc::new(tags.finish());
-        let n: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![1, 2]));
-        let batch = RecordBatch::try_from_iter([("n", n), ("tags", tags)]).expect("batch");
-        let csv = encode_csv(&batch.schema(), &[batch]).expect("csv");
-        assert_eq!(
-            String::from_utf8(csv).expect("utf-8"),
-            "n,tags\n1,\"[\"\"a\"\",\"\"b,c\"\"]\"\n2,\n"
-        );
     }
 
     #[test]

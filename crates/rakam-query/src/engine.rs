@@ -7,6 +7,8 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use rakam_store_api::{Catalog, EventStore, NativeSql, ProjectInfo};
 
 use crate::guard::check_statement;
@@ -38,6 +40,20 @@ impl Default for QueryLimits {
             statement_timeout: Duration::from_secs(300),
             memory_limit_bytes: 4 << 30,
         }
+    }
+}
+
+/// A result as it is computed: the columns first, then the batches.
+pub struct QueryStream {
+    pub schema: SchemaRef,
+    pub batches: BoxStream<'static, Result<RecordBatch, QueryError>>,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,6 +197,64 @@ impl QueryEngine {
         })
     }
 
+    /// Runs a client's statement like `execute`, handing out the batches as
+    /// they are computed (an export of any size streams). The statement
+    /// timeout holds until the last batch.
+    pub async fn execute_stream(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryStream, QueryError> {
+        let Some(native) = self.store.native_sql() else {
+            return self.stream_in_datafusion(project, sql, limit).await;
+        };
+        // PostgreSQL's rows arrive whole (one statement, one round trip).
+        let output = self
+            .execute_native(native.as_ref(), project, sql, limit)
+            .await?;
+        Ok(QueryStream {
+            schema: output.schema,
+            batches: futures::stream::iter(output.batches.into_iter().map(Ok)).boxed(),
+        })
+    }
+
+    async fn stream_in_datafusion(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryStream, QueryError> {
+        let timeout = self.limits.statement_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = move || QueryError::Timeout {
+            seconds: timeout.as_secs(),
+        };
+        let start = async {
+            let frame = self.plan(project, sql, limit).await?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let stream = frame
+                .execute_stream()
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            Ok::<_, QueryError>((schema, stream))
+        };
+        let (schema, stream) = tokio::time::timeout_at(deadline, start)
+            .await
+            .map_err(|_| timed_out())??;
+        let batches = futures::stream::unfold(Some(stream), move |stream| async move {
+            let mut stream = stream?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => Some((Err(timed_out()), None)),
+                Ok(None) => None,
+                Ok(Some(Ok(batch))) => Some((Ok(batch), Some(stream))),
+                Ok(Some(Err(error))) => Some((Err(QueryError::from_datafusion(error)), None)),
+            }
+        })
+        .boxed();
+        Ok(QueryStream { schema, batches })
+    }
+
     /// Runs a statement in DataFusion over the store's table providers,
     /// whatever the backend: analyses use the functions only DataFusion has.
     pub async fn execute_in_datafusion(
@@ -190,21 +264,10 @@ impl QueryEngine {
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
-        let timeout = self.limits.statement_timeout;
-        let run = async {
-            let frame = self.plan(project, sql, limit).await?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await.map_err(QueryError::from_datafusion)?;
-            Ok::<_, QueryError>((schema, batches))
-        };
-        let (schema, batches) =
-            tokio::time::timeout(timeout, run)
-                .await
-                .map_err(|_| QueryError::Timeout {
-                    seconds: timeout.as_secs(),
-                })??;
+        let stream = self.stream_in_datafusion(project, sql, limit).await?;
+        let batches = stream.batches.try_collect().await?;
         Ok(QueryOutput {
-            schema,
+            schema: stream.schema,
             batches,
             elapsed: started.elapsed(),
         })

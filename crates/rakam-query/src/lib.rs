@@ -7,15 +7,14 @@ mod complexity;
 mod encode;
 mod engine;
 mod error;
+mod export;
 mod guard;
 mod native;
 mod project_schema;
 
 pub use complexity::{check_nesting, MAX_NESTING, MAX_TABLE_REFERENCES, QUERY_THREAD_STACK_BYTES};
-pub use encode::{
-    descriptive_name, encode_csv, encode_json_objects, encode_ndjson, rows_as_json, schema_fields,
-    SchemaFieldJson,
-};
-pub use engine::{QueryEngine, QueryLimits, QueryOutput};
+pub use encode::{descriptive_name, rows_as_json, schema_fields, SchemaFieldJson};
+pub use engine::{QueryEngine, QueryLimits, QueryOutput, QueryStream};
 pub use error::QueryError;
+pub use export::{ExportEncoder, ExportFormat};
 pub use guard::{check_statement, GuardedStatement};

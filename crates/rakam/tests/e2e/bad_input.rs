@@ -112,7 +112,9 @@ fn bad_requests_get_clear_errors_and_harm_nothing() {
     );
     assert_error(&response, 400, "bad ndjson line");
     assert!(response.body.contains("line 2"), "{}", response.body);
-    assert_error(&server.get("/no/such/endpoint"), 400, "unknown endpoint");
+    let unknown = server.get("/no/such/endpoint");
+    assert_error(&unknown, 404, "unknown endpoint");
+    assert_eq!(unknown.json()["error_code"], json!(1012));
 
     // Nothing of the above was stored, and the server still serves everyone.
     assert_eq!(server.count(&keys, "SELECT count(*) FROM e"), 1);

@@ -218,6 +218,59 @@ fn export_and_metadata() {
     );
     assert_eq!(csv.status, 200, "{}", csv.body);
     assert_eq!(csv.body, "tags\n\"[\"\"a\"\",\"\"b,c\"\"]\"\n");
+
+    // Results of many batches stream into one well-formed file.
+    let digits = (0..100)
+        .map(|d| format!("({d})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let many = format!(
+        "SELECT a.x * 100 + b.x AS n FROM (VALUES {digits}) AS a(x), (VALUES {digits}) AS b(x) ORDER BY n"
+    );
+    for (format, parse) in [
+        (
+            "CSV",
+            (|body: &str| {
+                body.lines()
+                    .skip(1)
+                    .map(|l| l.parse::<i64>().ok())
+                    .collect::<Vec<_>>()
+            }) as fn(&str) -> Vec<Option<i64>>,
+        ),
+        ("NDJSON", |body: &str| {
+            body.lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l)
+                        .ok()
+                        .and_then(|v| v["n"].as_i64())
+                })
+                .collect()
+        }),
+        ("JSON", |body: &str| {
+            serde_json::from_str::<Vec<Value>>(body)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| v["n"].as_i64())
+                .collect()
+        }),
+    ] {
+        let export = server.post(
+            "/query/export",
+            &[("read_key", &keys.read)],
+            &json!({"query": many, "export_type": format, "limit": 20_000}),
+        );
+        assert_eq!(export.status, 200, "{format}: {}", export.body);
+        let expected: Vec<Option<i64>> = (0..10_000).map(Some).collect();
+        assert_eq!(parse(&export.body), expected, "{format}");
+    }
+    // A failure before the first row is still an error response.
+    let failed = server.post(
+        "/query/export",
+        &[("read_key", &keys.read)],
+        &json!({"query": "SELECT 1 / 0 AS n", "export_type": "CSV"}),
+    );
+    assert_eq!(failed.status, 400, "{}", failed.body);
+    assert_eq!(failed.json()["error_code"], json!(4001));
 }
 
 #[test]
