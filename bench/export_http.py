@@ -17,14 +17,6 @@ import rakam_server
 BATCH = 200_000
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def load(port, write_key, rows):
     conn = rakam_server.connect(port)
     headers = {"content-type": "application/x-ndjson", "write_key": write_key}
@@ -39,12 +31,12 @@ def load(port, write_key, rows):
 
 
 def export(port, pid, read_key, rows, export_type):
-    samples = [rss_bytes(pid)]
+    samples = [rakam_server.rss_bytes(pid)]
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            samples.append(rss_bytes(pid))
+            samples.append(rakam_server.rss_bytes(pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -82,6 +74,9 @@ def main():
             keys = json.loads(rakam_server.post(conn, "/project/create", json.dumps({"name": "bench"}),
                                                 {"content-type": "application/json"}))
             load(port, keys["write_key"], args.rows)
+            # The in-memory tail flushes to Parquet within
+            # storage.flush_interval_secs (10): measure the export, not the tail.
+            time.sleep(15)
             for export_type in ["CSV", "JSON", "NDJSON"]:
                 export(port, server.pid, keys["read_key"], args.rows, export_type)
         finally:

@@ -36,14 +36,6 @@ def gzip_repeated(prefix, target, suffix):
     return out.getvalue()
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def raw_post(port, path, headers, body):
     """Sends while reading, as the server may answer before the body is in;
     returns (status, seconds to the answer)."""
@@ -85,7 +77,7 @@ def create_project(port):
 
 def bomb(port, pid):
     body = gzip_repeated(b'{"events":[', 250 << 20, b"1]}")
-    before = rss_bytes(pid)
+    before = rakam_server.rss_bytes(pid)
     results = [None, None]
 
     def run(i):
@@ -95,7 +87,7 @@ def bomb(port, pid):
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    after = rss_bytes(pid)
+    after = rakam_server.rss_bytes(pid)
     print(f"keyless gzip bomb ({len(body)} B compressed, 250 MB inflated) x2 in parallel: "
           f"statuses {[r[0] for r in results]}, answered in "
           f"{max(r[1] for r in results) * 1000:.1f} ms, RSS {before >> 20} -> {after >> 20} MiB")

@@ -94,3 +94,12 @@ def send_all(port, path, bodies, headers, connections=2):
         t.join()
     if errors:
         raise errors[0]
+
+
+def rss_bytes(pid):
+    """A process's resident memory (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
