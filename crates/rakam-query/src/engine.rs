@@ -11,12 +11,22 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use rakam_store_api::{Catalog, EventStore, NativeSql, ProjectInfo};
 
-use crate::guard::check_statement;
+use crate::guard::{check_statement, GuardedStatement};
 use crate::native::prepare_native;
 use crate::project_schema::ProjectSchema;
 use crate::QueryError;
 
 const CATALOG_NAME: &str = "rakam";
+
+/// Parsing and checking a statement of up to a megabyte takes a few hundred
+/// milliseconds: it runs on the blocking pool, not on an async worker.
+async fn off_async<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, QueryError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| QueryError::Execution(format!("statement check failed: {e}")))
+}
 /// Schema names under which a project's collections resolve: bare names,
 /// and Rakam's `collection.<name>`.
 pub(crate) const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
@@ -124,7 +134,8 @@ impl QueryEngine {
         sql: &str,
         limit: Option<u64>,
     ) -> Result<DataFrame, QueryError> {
-        let statement = check_statement(sql)?;
+        let owned = sql.to_string();
+        let statement = off_async(move || check_statement(&owned)).await??;
         let row_limit = self.row_limit(limit, statement.limit)?;
         let context = self.session(project).await?;
         let options = SQLOptions::new()
@@ -161,6 +172,18 @@ impl QueryEngine {
         }
     }
 
+    /// Checks a statement for the backend's own engine, on the blocking pool.
+    async fn prepare_native(
+        &self,
+        native: &dyn NativeSql,
+        project: &ProjectInfo,
+        sql: &str,
+    ) -> Result<GuardedStatement, QueryError> {
+        let collections = self.catalog.collections(&project.name).await?;
+        let (owned, dialect) = (sql.to_string(), native.dialect());
+        off_async(move || prepare_native(&owned, dialect, &collections)).await?
+    }
+
     /// The row limit a request gets, or an error when it asks for too many.
     fn row_limit(&self, requested: Option<u64>, in_sql: Option<u64>) -> Result<u64, QueryError> {
         let max = self.limits.max_limit;
@@ -183,8 +206,7 @@ impl QueryEngine {
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
-        let collections = self.catalog.collections(&project.name).await?;
-        let statement = prepare_native(sql, native.dialect(), &collections)?;
+        let statement = self.prepare_native(native, project, sql).await?;
         let rows = self.row_limit(limit, statement.limit)?;
         let output = native
             .execute(project, &statement.sql, rows, self.limits.statement_timeout)
@@ -280,8 +302,7 @@ impl QueryEngine {
         sql: &str,
     ) -> Result<SchemaRef, QueryError> {
         if let Some(native) = self.store.native_sql() {
-            let collections = self.catalog.collections(&project.name).await?;
-            let statement = prepare_native(sql, native.dialect(), &collections)?;
+            let statement = self.prepare_native(native.as_ref(), project, sql).await?;
             return native
                 .describe(project, &statement.sql)
                 .await
