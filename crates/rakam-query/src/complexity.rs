@@ -48,6 +48,7 @@ pub fn check_nesting(sql: &str, dialect: &dyn Dialect) -> Result<(), QueryError>
         return Ok(());
     };
     check_intervals(&tokens)?;
+    check_special_forms(&tokens)?;
     let depth = nesting_bound(&tokens);
     if depth > MAX_NESTING {
         return Err(QueryError::TooComplex(format!(
@@ -61,8 +62,10 @@ pub fn check_nesting(sql: &str, dialect: &dyn Dialect) -> Result<(), QueryError>
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FrameKind {
     Root,
-    Paren,
+    /// `(`, `[` or `{`.
     Bracket,
+    /// `<` after STRUCT, MAP or ARRAY.
+    Angle,
     Case,
 }
 
@@ -173,31 +176,70 @@ const PLAIN_KEYWORDS: &[Keyword] = &[
     Keyword::FALSE,
 ];
 
+/// Keywords that take an operand after them: a CASE word right after one is
+/// a name (`WHEN a AND then …`), not the next branch.
+const INFIX_KEYWORDS: &[Keyword] = &[
+    Keyword::AND,
+    Keyword::OR,
+    Keyword::XOR,
+    Keyword::NOT,
+    Keyword::IS,
+    Keyword::IN,
+    Keyword::LIKE,
+    Keyword::ILIKE,
+    Keyword::BETWEEN,
+    Keyword::SIMILAR,
+    Keyword::REGEXP,
+    Keyword::RLIKE,
+    Keyword::DIV,
+    Keyword::COLLATE,
+    Keyword::OVERLAPS,
+    Keyword::ESCAPE,
+    Keyword::MEMBER,
+    Keyword::OPERATOR,
+];
+
 /// An upper bound of the depth of the tree `tokens` parse into.
 fn nesting_bound(tokens: &[Token]) -> usize {
     let mut frames = vec![Frame::new(FrameKind::Root)];
     // A keyword after `.` or `AS` is a name (`x.limit`, `AS where`).
     let mut names_next = false;
+    let mut after_operator = false;
+    let mut after_type_keyword = false;
     for token in tokens {
         let Some(top) = frames.last_mut() else {
             break;
         };
+        if matches!(token, Token::Whitespace(_)) {
+            continue;
+        }
         let is_name = std::mem::take(&mut names_next);
+        let follows_operator = std::mem::take(&mut after_operator);
+        let follows_type = std::mem::take(&mut after_type_keyword);
         match token {
-            Token::Whitespace(_) | Token::SemiColon | Token::EOF => names_next = is_name,
-            Token::LParen => frames.push(Frame::new(FrameKind::Paren)),
+            Token::LParen | Token::LBrace => frames.push(Frame::new(FrameKind::Bracket)),
             Token::LBracket => {
                 top.operator();
                 frames.push(Frame::new(FrameKind::Bracket));
             }
-            Token::RParen | Token::RBracket => {
-                // Closes the innermost bracket, and any CASE left open in it.
-                while frames.len() > 1 {
-                    let Some(frame) = frames.pop() else { break };
-                    if let Some(parent) = frames.last_mut() {
-                        parent.leaf(frame.depth());
+            Token::Lt if follows_type => frames.push(Frame::new(FrameKind::Angle)),
+            Token::Gt | Token::ShiftRight if top.kind == FrameKind::Angle => {
+                let closing = if matches!(token, Token::ShiftRight) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..closing {
+                    if frames.last().is_some_and(|f| f.kind == FrameKind::Angle) {
+                        close(&mut frames);
                     }
-                    if frame.kind != FrameKind::Case {
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                // Closes the innermost bracket, and any CASE or `<` left open in it.
+                while frames.len() > 1 {
+                    let kind = close(&mut frames);
+                    if kind == FrameKind::Bracket {
                         break;
                     }
                 }
@@ -207,19 +249,19 @@ fn nesting_bound(tokens: &[Token]) -> usize {
             Token::Period => {
                 top.operator();
                 names_next = true;
+                after_operator = true;
             }
             Token::Word(word) if is_name || word.keyword == Keyword::NoKeyword => top.leaf(1),
             Token::Word(word) => match word.keyword {
                 Keyword::AS => names_next = true,
                 Keyword::CASE => frames.push(Frame::new(FrameKind::Case)),
-                Keyword::END if top.kind == FrameKind::Case => {
-                    let depth = top.depth();
-                    frames.pop();
-                    if let Some(parent) = frames.last_mut() {
-                        parent.leaf(depth);
-                    }
+                // Right after an operator these words are names (`0 + then`).
+                Keyword::END if top.kind == FrameKind::Case && !follows_operator => {
+                    close(&mut frames);
                 }
-                Keyword::WHEN | Keyword::THEN | Keyword::ELSE if top.kind == FrameKind::Case => {
+                Keyword::WHEN | Keyword::THEN | Keyword::ELSE
+                    if top.kind == FrameKind::Case && !follows_operator =>
+                {
                     top.sibling()
                 }
                 Keyword::FROM | Keyword::WITH => top.commas_nest = true,
@@ -230,7 +272,12 @@ fn nesting_bound(tokens: &[Token]) -> usize {
                 | Keyword::JOIN
                 | Keyword::APPLY => top.structure(),
                 keyword if PLAIN_KEYWORDS.contains(&keyword) => top.leaf(1),
-                _ => top.operator(),
+                keyword => {
+                    after_type_keyword =
+                        matches!(keyword, Keyword::STRUCT | Keyword::MAP | Keyword::ARRAY);
+                    after_operator = INFIX_KEYWORDS.contains(&keyword);
+                    top.operator();
+                }
             },
             Token::Number(..)
             | Token::SingleQuotedString(_)
@@ -242,7 +289,10 @@ fn nesting_bound(tokens: &[Token]) -> usize {
             | Token::DollarQuotedString(_) => top.leaf(1),
             // Every other token is an operator, a cast, an accessor or a
             // placeholder: count it as one more link of the chain.
-            _ => top.operator(),
+            _ => {
+                top.operator();
+                after_operator = true;
+            }
         }
         if frames.len() > 2 * MAX_NESTING {
             // Deep enough to refuse; no need to read on.
@@ -256,6 +306,77 @@ fn nesting_bound(tokens: &[Token]) -> usize {
         depth = frame.depth();
     }
     depth
+}
+
+/// Keywords with a special syntax (`CAST(x AS t)`, `POSITION(a IN b)`, …)
+/// that sqlparser, when that syntax fails, parses again from the start as a
+/// plain function call: nested inside one another, they take time
+/// exponential in their nesting.
+const SPECIAL_FORMS: &[Keyword] = &[
+    Keyword::CAST,
+    Keyword::TRY_CAST,
+    Keyword::SAFE_CAST,
+    Keyword::CONVERT,
+    Keyword::TRY_CONVERT,
+    Keyword::EXTRACT,
+    Keyword::CEIL,
+    Keyword::FLOOR,
+    Keyword::POSITION,
+    Keyword::SUBSTRING,
+    Keyword::SUBSTR,
+    Keyword::OVERLAY,
+    Keyword::TRIM,
+];
+
+/// How deep special forms may nest: at worst 2^4 parses of a statement.
+pub const MAX_SPECIAL_FORM_NESTING: usize = 4;
+
+fn check_special_forms(tokens: &[Token]) -> Result<(), QueryError> {
+    // Per open bracket: whether it is a special form's.
+    let mut open: Vec<bool> = Vec::new();
+    let mut special_open = 0usize;
+    let mut pending = false;
+    let mut after_name_marker = false;
+    for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
+        let was_pending = std::mem::take(&mut pending);
+        match token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                open.push(was_pending);
+                if was_pending {
+                    special_open += 1;
+                    if special_open > MAX_SPECIAL_FORM_NESTING {
+                        return Err(QueryError::TooComplex(format!(
+                            "CAST, CONVERT, EXTRACT, POSITION, SUBSTRING, TRIM and the like nest \
+                             more than {MAX_SPECIAL_FORM_NESTING} deep; move the inner ones into \
+                             a subquery"
+                        )));
+                    }
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                let was_special = open.pop() == Some(true);
+                special_open -= usize::from(was_special);
+            }
+            Token::Word(word) if !after_name_marker => {
+                pending = SPECIAL_FORMS.contains(&word.keyword);
+            }
+            _ => {}
+        }
+        after_name_marker = matches!(token, Token::Period)
+            || matches!(token, Token::Word(w) if w.keyword == Keyword::AS);
+    }
+    Ok(())
+}
+
+/// Closes the innermost frame into its parent; returns its kind.
+fn close(frames: &mut Vec<Frame>) -> FrameKind {
+    let Some(frame) = frames.pop() else {
+        return FrameKind::Root;
+    };
+    if let Some(parent) = frames.last_mut() {
+        parent.leaf(frame.depth());
+    }
+    frame.kind
 }
 
 /// sqlparser parses the operand of `INTERVAL` twice when it fails (once as
@@ -470,6 +591,44 @@ mod tests {
         ] {
             assert!(check_nesting(fine, &GenericDialect {}).is_ok(), "{fine}");
         }
+    }
+
+    #[test]
+    fn commas_inside_braces_angles_and_case_names_do_not_reset_a_chain() {
+        let braces = format!("SELECT 1+{}", chain("{'a':1,'b':1}", "+", 600));
+        assert!(depth(&braces) >= 600);
+        let structs = format!("SELECT {}", chain("1::STRUCT<a INT, b INT>", "+", 600));
+        assert!(depth(&structs) >= 600);
+        let thens = format!(
+            "SELECT CASE WHEN true THEN 0+{} END",
+            chain("then", "+", 600)
+        );
+        assert!(depth(&thens) >= 600);
+        let ands = format!(
+            "SELECT CASE WHEN a AND {} THEN 1 END",
+            chain("then", " AND ", 600)
+        );
+        assert!(depth(&ands) >= 600);
+        // A value keyword before END still closes the CASE.
+        let closed = format!(
+            "SELECT {}",
+            chain("CASE WHEN a THEN CURRENT_DATE END", ", ", 600)
+        );
+        assert!(depth(&closed) < 10);
+    }
+
+    #[test]
+    fn special_forms_nest_only_a_little() {
+        let failing = format!("SELECT {}1{}", "CAST(".repeat(40), ")".repeat(40));
+        assert!(matches!(
+            check_nesting(&failing, &GenericDialect {}),
+            Err(QueryError::TooComplex(_))
+        ));
+        let usual =
+            "SELECT CAST(SUBSTRING(CAST(x AS VARCHAR), 1, 2) AS INT), TRIM(CAST(y AS TEXT))";
+        assert!(check_nesting(usual, &GenericDialect {}).is_ok());
+        let named = format!("SELECT {}1{}", "t.cast(".repeat(10), ")".repeat(10));
+        assert!(check_nesting(&named, &GenericDialect {}).is_ok());
     }
 
     #[test]

@@ -264,12 +264,19 @@ impl QueryEngine {
         let (schema, stream) = tokio::time::timeout_at(deadline, start)
             .await
             .map_err(|_| timed_out())??;
-        let batches = futures::stream::unfold(Some(stream), move |stream| async move {
-            let mut stream = stream?;
-            match tokio::time::timeout_at(deadline, stream.next()).await {
+        // The timeout counts time spent computing batches, not time spent
+        // waiting for a slow client to take them.
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let batches = futures::stream::unfold(Some((stream, budget)), move |state| async move {
+            let (mut stream, budget) = state?;
+            let started = Instant::now();
+            match tokio::time::timeout(budget, stream.next()).await {
                 Err(_) => Some((Err(timed_out()), None)),
                 Ok(None) => None,
-                Ok(Some(Ok(batch))) => Some((Ok(batch), Some(stream))),
+                Ok(Some(Ok(batch))) => {
+                    let left = budget.saturating_sub(started.elapsed());
+                    Some((Ok(batch), Some((stream, left))))
+                }
                 Ok(Some(Err(error))) => Some((Err(QueryError::from_datafusion(error)), None)),
             }
         })
