@@ -12,7 +12,10 @@ mod guard;
 mod native;
 mod project_schema;
 
-pub use complexity::{check_nesting, MAX_NESTING, MAX_TABLE_REFERENCES, QUERY_THREAD_STACK_BYTES};
+pub use complexity::{
+    check_nesting, MAX_NESTING, MAX_SPECIAL_FORM_NESTING, MAX_TABLE_REFERENCES,
+    QUERY_THREAD_STACK_BYTES,
+};
 pub use encode::{descriptive_name, rows_as_json, schema_fields, SchemaFieldJson};
 pub use engine::{QueryEngine, QueryLimits, QueryOutput, QueryStream};
 pub use error::QueryError;
