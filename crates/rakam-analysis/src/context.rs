@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rakam_model::{CollectionSchema, FieldType, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
-use rakam_store_api::{Catalog, ProjectInfo};
+use rakam_store_api::{ProjectInfo, ProjectSnapshot};
 
 use crate::error::{AnalysisError, Result};
 use crate::sql::ident;
@@ -21,17 +21,11 @@ pub struct ProjectView {
 }
 
 impl ProjectView {
-    pub async fn load(catalog: &Arc<dyn Catalog>, project: &ProjectInfo) -> Result<Self> {
-        let mut collections = BTreeMap::new();
-        for name in catalog.collections(&project.name).await? {
-            if let Some(schema) = catalog.schema(&project.name, &name).await? {
-                collections.insert(name, schema);
-            }
+    pub fn new(snapshot: &ProjectSnapshot) -> Self {
+        Self {
+            project: snapshot.project.clone(),
+            collections: snapshot.collections.clone(),
         }
-        Ok(Self {
-            project: project.clone(),
-            collections,
-        })
     }
 
     pub fn collection_names(&self) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use rakam_store_api::ProjectInfo;
+use crate::Project;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -250,7 +250,7 @@ fn aggregate(
 }
 
 impl Analyzer {
-    pub async fn explore(&self, project: &ProjectInfo, request: &ExplorerRequest) -> Result<Value> {
+    pub async fn explore(&self, project: &Project, request: &ExplorerRequest) -> Result<Value> {
         let started = Instant::now();
         if request.collections.is_empty() {
             return Err(AnalysisError::invalid(
@@ -366,7 +366,7 @@ impl Analyzer {
     /// when there are no more than `limit` values (nothing to fold).
     async fn top_values(
         &self,
-        project: &ProjectInfo,
+        project: &Project,
         events: &str,
         column: &str,
         aggregate_sql: &str,
@@ -390,7 +390,7 @@ impl Analyzer {
 
     pub async fn statistics(
         &self,
-        project: &ProjectInfo,
+        project: &Project,
         request: &StatisticsRequest,
     ) -> Result<Value> {
         let started = Instant::now();

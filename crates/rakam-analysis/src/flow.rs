@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rakam_store_api::ProjectInfo;
+use crate::Project;
 use rakam_udf::flow::{Direction, FlowSpec, MAX_DEPTH};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -52,7 +52,7 @@ pub struct FlowRequest {
 }
 
 impl Analyzer {
-    pub async fn flow(&self, project: &ProjectInfo, request: &FlowRequest) -> Result<Value> {
+    pub async fn flow(&self, project: &Project, request: &FlowRequest) -> Result<Value> {
         let started = Instant::now();
         let (anchor, direction) = match (&request.start_event, &request.end_event) {
             (Some(start), None) => (start, Direction::Next),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rakam_store_api::ProjectInfo;
+use crate::Project;
 use rakam_udf::funnel::{Exclusion, FunnelMode, FunnelSpec, MAX_STEPS};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -279,7 +279,7 @@ fn counts_sql(steps: usize) -> String {
 }
 
 impl Analyzer {
-    pub async fn funnel(&self, project: &ProjectInfo, request: &FunnelRequest) -> Result<Value> {
+    pub async fn funnel(&self, project: &Project, request: &FunnelRequest) -> Result<Value> {
         let started = Instant::now();
         let scope = request.range.scope()?;
         let series_unit = request

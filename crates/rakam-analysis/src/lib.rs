@@ -18,7 +18,7 @@ mod sql;
 use std::sync::Arc;
 
 use rakam_query::QueryEngine;
-use rakam_store_api::{Catalog, ProjectInfo};
+use rakam_store_api::ProjectSnapshot;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -67,22 +67,24 @@ fn typed<T: DeserializeOwned>(request: Value) -> Result<T> {
     serde_json::from_value(request).map_err(|e| AnalysisError::Malformed(e.to_string()))
 }
 
+/// The project an analysis runs on: the request's one metadata snapshot.
+pub type Project = Arc<ProjectSnapshot>;
+
 #[derive(Debug, Clone)]
 pub struct Analyzer {
-    catalog: Arc<dyn Catalog>,
     engine: QueryEngine,
 }
 
 impl Analyzer {
-    pub fn new(catalog: Arc<dyn Catalog>, engine: QueryEngine) -> Self {
-        Self { catalog, engine }
+    pub fn new(engine: QueryEngine) -> Self {
+        Self { engine }
     }
 
     /// Runs the analysis `kind` asks for with its JSON request.
     pub async fn run(
         &self,
         kind: AnalysisKind,
-        project: &ProjectInfo,
+        project: &Project,
         request: Value,
     ) -> Result<Value> {
         match kind {
@@ -94,14 +96,14 @@ impl Analyzer {
         }
     }
 
-    async fn view(&self, project: &ProjectInfo) -> Result<ProjectView> {
-        ProjectView::load(&self.catalog, project).await
+    async fn view(&self, project: &Project) -> Result<ProjectView> {
+        Ok(ProjectView::new(project))
     }
 
     /// Runs generated SQL in the project's session (same guard, limits and
     /// timeout as `/query/execute`) and returns the rows as JSON values.
-    async fn rows(&self, project: &ProjectInfo, sql: &str) -> Result<Vec<Vec<Value>>> {
-        tracing::debug!(project = %project.name, sql, "analysis query");
+    async fn rows(&self, project: &Project, sql: &str) -> Result<Vec<Vec<Value>>> {
+        tracing::debug!(project = %project.project.name, sql, "analysis query");
         let max = self.engine.limits().max_limit;
         let output = self
             .engine

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use rakam_store_api::ProjectInfo;
+use crate::Project;
 use rakam_udf::retention::{
     CohortKind, RetentionSpec, FIRST_ACTION, FIRST_ACTION_BEFORE_RANGE, LEAD_BITS, MAX_PERIODS,
     RETURNING_ACTION,
@@ -233,11 +233,7 @@ fn compile(
 }
 
 impl Analyzer {
-    pub async fn retention(
-        &self,
-        project: &ProjectInfo,
-        request: &RetentionRequest,
-    ) -> Result<Value> {
+    pub async fn retention(&self, project: &Project, request: &RetentionRequest) -> Result<Value> {
         let started = Instant::now();
         let scope = request.range.scope()?;
         let view = self.view(project).await?;

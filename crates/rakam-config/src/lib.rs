@@ -1,12 +1,17 @@
 //! Rakam's configuration: one TOML file, every key overridable by an
 //! environment variable `RAKAM_<SECTION>__<KEY>` (for example
-//! `RAKAM_STORAGE__DATA_DIR`), then by command-line flags. Precedence:
+//! `RAKAM_SERVER__LISTEN`; nested tables add a part:
+//! `RAKAM_STORAGE__EMBEDDED__DATA_DIR`), then by command-line flags. Precedence:
 //! defaults < file < environment < flags. Unknown keys are errors, so a
 //! typo never silently falls back to a default.
+
+mod storage;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use storage::{EmbeddedConfig, PostgresConfig, StorageConfig, BACKENDS};
 
 pub const ENV_PREFIX: &str = "RAKAM_";
 
@@ -51,38 +56,9 @@ pub struct ServerConfig {
     /// Connections one client address may hold open at once; more are
     /// answered 503 and closed.
     pub max_connections_per_client: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// `embedded` (files in `data_dir`, the default) or `postgres` (every
-    /// event and all metadata in the database at `postgres_url`).
-    pub backend: String,
-    /// `postgres://user[:password]@host[:port]/database` for the postgres
-    /// backend. The user needs CREATEROLE and CREATE on the database: each
-    /// project gets two schemas and a read-only role of its own.
-    pub postgres_url: String,
-    /// Connections the postgres backend keeps for writes and metadata.
-    pub postgres_pool_size: usize,
-    /// Where the embedded store keeps its catalog, WAL and Parquet files.
-    pub data_dir: PathBuf,
-    /// `fsync`: acknowledge after fsync (survives power loss). `os`:
-    /// acknowledge after the write reaches the OS (survives a crash of
-    /// Rakam, not of the machine); faster on slow disks.
-    pub durability: String,
-    /// Flush a collection's in-memory tail to Parquet at this many rows...
-    pub flush_rows: usize,
-    /// ...or when its oldest row is this many seconds old.
-    pub flush_interval_secs: u64,
-    /// Size at which the write-ahead log starts a new segment.
-    pub wal_segment_bytes: u64,
-    /// Parquet files below this size are merged in the background...
-    pub compaction_small_file_bytes: u64,
-    /// ...once a collection has this many of them.
-    pub compaction_min_files: usize,
-    /// New fields beyond this many columns go to `_unmapped`.
-    pub max_columns_per_collection: usize,
+    /// Addresses (or CIDR ranges) of proxies whose `X-Forwarded-For` names
+    /// the client; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +76,8 @@ pub struct LimitsConfig {
     pub max_properties_per_event: usize,
     /// Longest string value; strings are never truncated, a longer one is a 400.
     pub max_string_bytes: usize,
+    /// New fields beyond this many columns in a collection go to `_unmapped`.
+    pub max_columns_per_collection: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,24 +103,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 120,
             max_connections_per_client: 256,
-        }
-    }
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            backend: "embedded".into(),
-            postgres_url: String::new(),
-            postgres_pool_size: 16,
-            data_dir: PathBuf::from("./data"),
-            durability: "fsync".into(),
-            flush_rows: 1_000_000,
-            flush_interval_secs: 10,
-            wal_segment_bytes: 128 << 20,
-            compaction_small_file_bytes: 32 << 20,
-            compaction_min_files: 8,
-            max_columns_per_collection: 1000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -156,6 +117,7 @@ impl Default for LimitsConfig {
             max_batch_events: 10_000_000,
             max_properties_per_event: 1000,
             max_string_bytes: 1 << 20,
+            max_columns_per_collection: 1000,
         }
     }
 }
@@ -189,27 +151,41 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let defaults = toml::Table::try_from(Config::default())
+        let mut defaults = toml::Table::try_from(Config::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        defaults.insert(
+            "storage".into(),
+            toml::Value::Table(StorageConfig::all_defaults()),
+        );
         for (name, raw) in environment {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            let Some((section, key)) = path.split_once("__") else {
+            let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            if parts.len() < 2 {
                 continue;
-            };
-            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-            let default = defaults.get(&section).and_then(|s| s.get(&key));
-            let value = typed_like(default, &raw).ok_or_else(|| {
+            }
+            let mut default = Some(&defaults);
+            for part in &parts[..parts.len() - 1] {
+                default = default
+                    .and_then(|t| t.get(part))
+                    .and_then(toml::Value::as_table);
+            }
+            let key = &parts[parts.len() - 1];
+            let value = typed_like(default.and_then(|t| t.get(key)), &raw).ok_or_else(|| {
                 ConfigError::Invalid(format!("{name}={raw:?} is not a valid value"))
             })?;
-            let table = document
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let toml::Value::Table(table) = table else {
-                return Err(ConfigError::Invalid(format!("{section} must be a table")));
-            };
-            table.insert(key, value);
+            let mut table = &mut document;
+            for part in &parts[..parts.len() - 1] {
+                let entry = table
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(inner) = entry else {
+                    return Err(ConfigError::Invalid(format!("{part} must be a table")));
+                };
+                table = inner;
+            }
+            table.insert(key.clone(), value);
         }
         let config: Config = document
             .try_into()
@@ -219,25 +195,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !matches!(self.storage.durability.as_str(), "fsync" | "os") {
-            return Err(ConfigError::Invalid(format!(
-                "storage.durability must be \"fsync\" or \"os\", not {:?}",
-                self.storage.durability
-            )));
-        }
-        match self.storage.backend.as_str() {
-            "embedded" => {}
-            "postgres" if self.storage.postgres_url.trim().is_empty() => {
-                return Err(ConfigError::Invalid(
-                    "storage.backend \"postgres\" needs storage.postgres_url (or --postgres-url)"
-                        .into(),
-                ))
-            }
-            "postgres" => {}
-            other => {
+        self.storage.validate().map_err(ConfigError::Invalid)?;
+        for proxy in &self.server.trusted_proxies {
+            if parse_network(proxy).is_none() {
                 return Err(ConfigError::Invalid(format!(
-                    "storage.backend {other:?} is not available; this build has \"embedded\" and \"postgres\""
-                )))
+                    "server.trusted_proxies: {proxy:?} is not an IP address or CIDR range"
+                )));
             }
         }
         for (key, seconds) in [
@@ -274,9 +237,29 @@ impl Config {
     }
 }
 
+/// An IP address or a CIDR range (`10.0.0.0/8`), as the address and the
+/// prefix length.
+pub fn parse_network(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (address, prefix) = match text.trim().split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
+        None => (text.trim(), None),
+    };
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let bits = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(bits);
+    (prefix <= bits).then_some((address, prefix))
+}
+
 /// Parses an environment value as the type the key has by default.
 fn typed_like(default: Option<&toml::Value>, raw: &str) -> Option<toml::Value> {
     Some(match default {
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_string()))
+                .collect(),
+        ),
         Some(toml::Value::Integer(_)) => toml::Value::Integer(raw.trim().parse().ok()?),
         Some(toml::Value::Float(_)) => toml::Value::Float(raw.trim().parse().ok()?),
         Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw.trim() {
@@ -329,7 +312,11 @@ mod tests {
     fn mistakes_are_errors() {
         assert!(Config::load(None, env(&[("RAKAM_QUERY__MAX_LIMIT", "many")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_QUERY__NO_SUCH_KEY", "1")])).is_err());
-        assert!(Config::load(None, env(&[("RAKAM_STORAGE__DURABILITY", "maybe")])).is_err());
+        let maybe = env(&[("RAKAM_STORAGE__EMBEDDED__DURABILITY", "maybe")]);
+        assert!(Config::load(None, maybe).is_err());
+        assert!(Config::load(None, env(&[("RAKAM_STORAGE__DATA_DIR", "/x")])).is_err());
+        let bad_proxy = env(&[("RAKAM_SERVER__TRUSTED_PROXIES", "10.0.0.0/33")]);
+        assert!(Config::load(None, bad_proxy).is_err());
         assert!(Config::load(None, env(&[("RAKAM_STORAGE__BACKEND", "postgres")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_STORAGE__BACKEND", "oracle")])).is_err());
         assert!(Config::load(None, env(&[("RAKAM_SERVER__BODY_READ_TIMEOUT_SECS", "0")])).is_err());
@@ -341,19 +328,51 @@ mod tests {
             None,
             env(&[
                 ("RAKAM_STORAGE__BACKEND", "postgres"),
-                ("RAKAM_STORAGE__POSTGRES_URL", "postgres://localhost/rakam"),
+                ("RAKAM_STORAGE__POSTGRES__URL", "postgres://localhost/rakam"),
+                ("RAKAM_SERVER__TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16"),
             ]),
         )
         .expect("postgres with a URL");
-        assert_eq!(postgres.storage.backend, "postgres");
+        match &postgres.storage {
+            StorageConfig::Postgres(options) => {
+                assert_eq!(options.url, "postgres://localhost/rakam");
+                assert_eq!(options.pool_size, 16);
+            }
+            other => panic!("not postgres: {other:?}"),
+        }
+        assert_eq!(
+            postgres.server.trusted_proxies,
+            ["10.0.0.1", "192.168.0.0/16"]
+        );
+        let both = dir_with("[storage]\nbackend = \"embedded\"\n[storage.postgres]\nurl = \"x\"\n");
+        assert!(Config::load(Some(&both.1), Vec::new()).is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "[server]\nlistne = \"x\"\n").expect("write");
         assert!(Config::load(Some(&file), Vec::new()).is_err());
     }
 
+    fn dir_with(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rakam.toml");
+        std::fs::write(&file, text).expect("write");
+        (dir, file)
+    }
+
     #[test]
     fn printed_config_loads_back() {
+        let postgres = Config {
+            storage: StorageConfig::Postgres(PostgresConfig {
+                url: "postgres://localhost/x".into(),
+                pool_size: 3,
+            }),
+            ..Config::default()
+        };
+        let printed = dir_with(&postgres.to_toml());
+        assert_eq!(
+            Config::load(Some(&printed.1), Vec::new()).expect("load"),
+            postgres
+        );
         let config = Config::default();
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("printed.toml");

@@ -55,7 +55,7 @@ async fn analyze(
     )
     .await?;
     let request: Value = parse_json(&bytes)?;
-    let answer = state.analysis.run(kind, &project, request).await?;
+    let answer = state.rakam.analyze(kind, &project, request).await?;
     metrics::histogram!("rakam_analysis_duration_seconds", "kind" => kind.name())
         .record(started.elapsed().as_secs_f64());
     Ok(Json(answer))

@@ -113,6 +113,19 @@ impl From<rakam_model::ModelError> for ApiError {
     }
 }
 
+impl From<rakam_server::ServiceError> for ApiError {
+    fn from(error: rakam_server::ServiceError) -> Self {
+        use rakam_server::ServiceError;
+        match error {
+            ServiceError::Query(inner)
+            | ServiceError::Analysis(rakam_analysis::AnalysisError::Query(inner)) => {
+                Self::from(inner)
+            }
+            other => Self::from_error(&other),
+        }
+    }
+}
+
 impl From<rakam_query::QueryError> for ApiError {
     fn from(error: rakam_query::QueryError) -> Self {
         let mut api_error = Self::from_error(&error);

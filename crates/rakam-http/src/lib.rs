@@ -1,11 +1,13 @@
 //! Rakam's HTTP API (axum), wire-compatible with the original Rakam:
-//! projects and keys, event collection, SQL, analyses. Handlers are thin: decoding,
-//! ingestion and querying live in their own crates.
+//! projects and keys, event collection, SQL, analyses. Handlers only
+//! translate: they read the request (keys before bodies, streamed gzip),
+//! call the `Rakam` service, and shape its answer.
 
 mod analysis_routes;
 mod auth;
 mod body;
 mod body_key;
+mod client;
 mod error;
 mod event_routes;
 mod metrics;
@@ -19,10 +21,7 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rakam_analysis::AnalysisKind;
-use rakam_config::Config;
-use rakam_ingest::Ingester;
-use rakam_query::QueryEngine;
-use rakam_store_api::{Catalog, EventStore};
+use rakam_server::Rakam;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 pub use error::{status_for, ApiError};
@@ -31,18 +30,30 @@ pub use server::{serve, ServerLimits};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub catalog: Arc<dyn Catalog>,
-    pub store: Arc<dyn EventStore>,
-    pub ingester: Ingester,
-    pub query: QueryEngine,
-    pub analysis: rakam_analysis::Analyzer,
+    pub rakam: Rakam,
     pub metrics: Option<PrometheusHandle>,
+    /// `server.trusted_proxies`, parsed.
+    pub(crate) trusted_proxies: Arc<Vec<(std::net::IpAddr, u8)>>,
 }
 
 impl AppState {
+    pub fn new(rakam: Rakam, metrics: Option<PrometheusHandle>) -> Self {
+        let trusted_proxies = rakam
+            .config()
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|proxy| rakam_config::parse_network(proxy))
+            .collect();
+        Self {
+            rakam,
+            metrics,
+            trusted_proxies: Arc::new(trusted_proxies),
+        }
+    }
+
     pub(crate) fn body_read_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.config.server.body_read_timeout_secs)
+        std::time::Duration::from_secs(self.rakam.config().server.body_read_timeout_secs)
     }
 }
 

@@ -6,13 +6,12 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use rakam_common::ErrorCode;
-use rakam_model::{normalize_collection_name, normalize_field_name, Column, FieldType};
 use rakam_query::{schema_fields, SchemaFieldJson};
 use rakam_store_api::{KeyKind, ProjectKeys};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::auth::{authorize, constant_time_eq};
+use crate::auth::authorize;
 use crate::body::{parse_json, read_body};
 use crate::{ApiError, AppState};
 
@@ -28,26 +27,6 @@ struct LockRequest {
     lock_key: Option<String>,
 }
 
-/// With `server.lock_key` set, the request must carry it; without one, only
-/// loopback clients may manage projects.
-fn check_lock(state: &AppState, peer: SocketAddr, lock_key: Option<&str>) -> Result<(), ApiError> {
-    let configured = &state.config.server.lock_key;
-    if configured.is_empty() {
-        if peer.ip().is_loopback() {
-            return Ok(());
-        }
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "projects can only be created from the server's own machine unless server.lock_key is set",
-        ));
-    }
-    match lock_key.filter(|k| !k.is_empty()) {
-        Some(given) if constant_time_eq(given, configured) => Ok(()),
-        Some(_) => Err(ApiError::new(ErrorCode::Forbidden, "lock_key is invalid")),
-        None => Err(ApiError::new(ErrorCode::Forbidden, "lock_key is required")),
-    }
-}
-
 pub(crate) async fn create(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -56,16 +35,16 @@ pub(crate) async fn create(
 ) -> Result<Json<ProjectKeys>, ApiError> {
     let bytes = read_body(&state, &headers, body, SMALL_BODY, "project request").await?;
     let request: LockRequest = parse_json(&bytes)?;
-    check_lock(&state, peer, request.lock_key.as_deref())?;
+    state
+        .rakam
+        .check_lock_key(request.lock_key.as_deref(), peer.ip().is_loopback())?;
     let name = request.name.ok_or_else(|| {
         ApiError::new(
             ErrorCode::MissingParameter,
             "name body parameter is required",
         )
     })?;
-    let keys = state.catalog.create_project(&name).await?;
-    tracing::info!(project = %name.to_lowercase(), "project created");
-    Ok(Json(keys))
+    Ok(Json(state.rakam.create_project(&name).await?))
 }
 
 pub(crate) async fn list(
@@ -78,9 +57,10 @@ pub(crate) async fn list(
     let bytes = read_body(&state, &headers, body, SMALL_BODY, "project request").await?;
     let request: LockRequest = parse_json(&bytes)?;
     let lock_key = request.lock_key.or_else(|| params.get("lock_key").cloned());
-    check_lock(&state, peer, lock_key.as_deref())?;
-    let projects = state.catalog.list_projects().await?;
-    Ok(Json(projects.into_iter().map(|p| p.name).collect()))
+    state
+        .rakam
+        .check_lock_key(lock_key.as_deref(), peer.ip().is_loopback())?;
+    Ok(Json(state.rakam.list_projects().await?))
 }
 
 pub(crate) async fn delete(
@@ -89,15 +69,7 @@ pub(crate) async fn delete(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Master).await?;
-    if !state.config.server.allow_project_deletion {
-        return Err(ApiError::new(
-            ErrorCode::NotSupported,
-            "project deletion is disabled (server.allow_project_deletion)",
-        ));
-    }
-    state.catalog.delete_project(&project.name).await?;
-    state.store.delete_project(&project).await?;
-    tracing::info!(project = %project.name, "project deleted");
+    state.rakam.delete_project(&project).await?;
     Ok(Json(json!({"success": true})))
 }
 
@@ -107,7 +79,7 @@ pub(crate) async fn create_api_keys(
     headers: HeaderMap,
 ) -> Result<Json<ProjectKeys>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Master).await?;
-    Ok(Json(state.catalog.create_api_keys(&project.name).await?))
+    Ok(Json(state.rakam.create_api_keys(&project).await?))
 }
 
 pub(crate) async fn collections(
@@ -116,7 +88,7 @@ pub(crate) async fn collections(
     headers: HeaderMap,
 ) -> Result<Json<Vec<String>>, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
-    Ok(Json(state.catalog.collections(&project.name).await?))
+    Ok(Json(state.rakam.collections(&project).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,27 +116,21 @@ pub(crate) async fn schema(
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
     let bytes = read_body(&state, &headers, body, SMALL_BODY, "schema request").await?;
     let request: SchemaRequest = parse_json(&bytes)?;
-    let mut collections = Vec::new();
-    for name in state.catalog.collections(&project.name).await? {
-        if request
-            .names
-            .as_ref()
-            .is_some_and(|names| !names.contains(&name))
-        {
-            continue;
-        }
-        let Some(schema) = state.catalog.schema(&project.name, &name).await? else {
-            continue;
-        };
-        let stats = state.store.stats(&project, &name).await?;
-        collections.push(CollectionJson {
-            fields: schema_fields(&schema.arrow_schema()),
-            name,
-            rows: stats.rows,
-            unmapped_rows: stats.unmapped_rows,
-        });
-    }
-    Ok(Json(collections))
+    let described = state
+        .rakam
+        .describe_collections(&project, request.names.as_deref())
+        .await?;
+    Ok(Json(
+        described
+            .into_iter()
+            .map(|collection| CollectionJson {
+                fields: schema_fields(&collection.schema.arrow_schema()),
+                name: collection.name,
+                rows: collection.stats.rows,
+                unmapped_rows: collection.stats.unmapped_rows,
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,47 +155,16 @@ pub(crate) async fn add_fields(
     let project = authorize(&state, &headers, &params, KeyKind::Master).await?;
     let bytes = read_body(&state, &headers, body, SMALL_BODY, "schema request").await?;
     let request: AddFieldsRequest = parse_json(&bytes)?;
-    let collection = normalize_collection_name(&request.collection)?;
-    let mut columns = Vec::with_capacity(request.fields.len());
-    for field in request.fields {
-        let name = normalize_field_name(&field.name)?;
-        if rakam_model::RESERVED_FIELD_NAMES.contains(&name.as_str())
-            || name == rakam_model::TIME_COLUMN
-        {
-            return Err(rakam_model::ModelError::ReservedName { name }.into());
-        }
-        columns.push(Column {
-            name,
-            field_type: FieldType::parse(&field.field_type)?,
-        });
-    }
-    let outcome = state
-        .catalog
-        .evolve(&project.name, &collection, &columns)
+    let fields: Vec<(String, String)> = request
+        .fields
+        .into_iter()
+        .map(|field| (field.name, field.field_type))
+        .collect();
+    let schema = state
+        .rakam
+        .add_fields(&project, &request.collection, &fields)
         .await?;
-    if let Some(name) = outcome.refused.first() {
-        return Err(ApiError::new(
-            ErrorCode::TooManyColumns,
-            format!(
-                "{name:?} was not added: the collection is at storage.max_columns_per_collection"
-            ),
-        ));
-    }
-    for column in &columns {
-        let actual = outcome.schema.column_type(&column.name);
-        if actual != Some(&column.field_type) {
-            return Err(ApiError::new(
-                ErrorCode::TypeConflict,
-                format!(
-                    "field {:?} exists as {}, not {}",
-                    column.name,
-                    actual.map_or_else(|| "nothing".into(), FieldType::name),
-                    column.field_type
-                ),
-            ));
-        }
-    }
-    Ok(Json(schema_fields(&outcome.schema.arrow_schema())))
+    Ok(Json(schema_fields(&schema.arrow_schema())))
 }
 
 /// Rakam's `/project/stats`, by read key: event counts per project.
@@ -240,19 +175,11 @@ pub(crate) async fn stats(
 ) -> Result<Json<HashMap<String, Value>>, ApiError> {
     let bytes = read_body(&state, &headers, body, SMALL_BODY, "stats request").await?;
     let keys: Vec<String> = parse_json(&bytes)?;
-    let mut answer = HashMap::new();
-    for key in keys {
-        let Some((project, kind)) = state.catalog.authenticate(&key).await? else {
-            continue;
-        };
-        if !kind.grants(KeyKind::Read) {
-            continue;
-        }
-        let mut all_events = 0;
-        for collection in state.catalog.collections(&project.name).await? {
-            all_events += state.store.stats(&project, &collection).await?.rows;
-        }
-        answer.insert(key, json!({"allEvents": all_events}));
-    }
-    Ok(Json(answer))
+    let counts = state.rakam.event_counts(&keys).await?;
+    Ok(Json(
+        counts
+            .into_iter()
+            .map(|(key, events)| (key, json!({"allEvents": events})))
+            .collect(),
+    ))
 }

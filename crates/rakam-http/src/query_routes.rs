@@ -41,8 +41,11 @@ impl QueryRequest {
 }
 
 /// SQL errors also echo the query, as Rakam's `properties.query`.
-fn with_query(error: rakam_query::QueryError, sql: &str) -> ApiError {
-    let is_sql = matches!(error, rakam_query::QueryError::Sql { .. });
+fn with_query(error: rakam_server::ServiceError, sql: &str) -> ApiError {
+    let is_sql = matches!(
+        error,
+        rakam_server::ServiceError::Query(rakam_query::QueryError::Sql { .. })
+    );
     let api_error = ApiError::from(error);
     if is_sql {
         api_error.with_detail("properties", json!({"query": sql}))
@@ -70,7 +73,7 @@ pub(crate) async fn execute(
     let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
     let output = state
-        .query
+        .rakam
         .execute(&project, sql, request.limit)
         .await
         .map_err(|e| with_query(e, sql))?;
@@ -108,7 +111,7 @@ pub(crate) async fn export(
         )
     })?;
     let output = state
-        .query
+        .rakam
         .execute_stream(&project, sql, request.limit)
         .await
         .map_err(|e| with_query(e, sql))?;
@@ -117,7 +120,7 @@ pub(crate) async fn export(
     // The first batch is awaited before answering, so a failure that shows
     // at once is still an error response rather than a cut-off file.
     let head = match batches.next().await {
-        Some(batch) => encoder.batch(&batch.map_err(|e| with_query(e, sql))?)?,
+        Some(batch) => encoder.batch(&batch.map_err(|e| with_query(e.into(), sql))?)?,
         None => Vec::new(),
     };
     let rest = futures::stream::unfold(Some((encoder, batches)), |state| async move {
@@ -154,7 +157,7 @@ pub(crate) async fn metadata(
     let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
     let schema = state
-        .query
+        .rakam
         .metadata(&project, sql)
         .await
         .map_err(|e| with_query(e, sql))?;

@@ -9,12 +9,15 @@ use rakam_model::{
 };
 use serde_json::{Map, Value};
 
-use crate::{EventInput, IngestError, IngestLimits};
+use crate::context::EventContext;
+use crate::{EventInput, IngestError, IngestLimits, RequestContext};
 
 #[derive(Debug)]
 pub(crate) struct PreparedEvent {
     pub collection: String,
     pub time_ms: i64,
+    /// `_ip`, `_user_agent`, `_referrer`: for the mappers, never stored.
+    pub context: EventContext,
     pub fields: Vec<FlatProperty>,
     /// Values that cannot have a column at all (a second field that
     /// normalises to the same name, an empty object), by original name.
@@ -25,9 +28,11 @@ pub(crate) fn prepare(
     input: EventInput,
     server_time_ms: i64,
     limits: &IngestLimits,
+    request: &RequestContext,
 ) -> Result<PreparedEvent, IngestError> {
     let collection = normalize_collection_name(&input.collection)?;
     let mut properties = input.properties;
+    let context = EventContext::take_from(&mut properties, request)?;
     if properties.len() > limits.max_properties_per_event {
         return Err(IngestError::TooManyProperties {
             actual: properties.len(),
@@ -82,6 +87,7 @@ pub(crate) fn prepare(
     Ok(PreparedEvent {
         collection,
         time_ms,
+        context,
         fields,
         unmapped,
     })
@@ -131,6 +137,14 @@ mod tests {
 
     use super::*;
 
+    fn prepare_plain(
+        input: EventInput,
+        server_time_ms: i64,
+        limits: &IngestLimits,
+    ) -> Result<PreparedEvent, IngestError> {
+        prepare(input, server_time_ms, limits, &RequestContext::default())
+    }
+
     fn input(properties: Value, upload_time: Option<i64>) -> EventInput {
         let Value::Object(properties) = properties else {
             unreachable!()
@@ -145,12 +159,13 @@ mod tests {
     #[test]
     fn time_comes_from_the_event_or_the_server() {
         let limits = IngestLimits::default();
-        let from_server = prepare(input(json!({}), None), 5_000, &limits).expect("ok");
+        let from_server = prepare_plain(input(json!({}), None), 5_000, &limits).expect("ok");
         assert_eq!(from_server.time_ms, 5_000);
         assert_eq!(from_server.collection, "pageview");
-        let millis = prepare(input(json!({"_time": 1_000}), None), 5_000, &limits).expect("ok");
+        let millis =
+            prepare_plain(input(json!({"_time": 1_000}), None), 5_000, &limits).expect("ok");
         assert_eq!(millis.time_ms, 1_000);
-        let iso = prepare(
+        let iso = prepare_plain(
             input(json!({"_time": "1970-01-01T00:00:01.5Z"}), None),
             0,
             &limits,
@@ -159,11 +174,11 @@ mod tests {
         assert_eq!(iso.time_ms, 1_500);
         // The client clock is 2 s behind the server's: shift the event by 2 s.
         let skewed =
-            prepare(input(json!({"_time": 1_000}), Some(3_000)), 5_000, &limits).expect("ok");
+            prepare_plain(input(json!({"_time": 1_000}), Some(3_000)), 5_000, &limits).expect("ok");
         assert_eq!(skewed.time_ms, 3_000);
-        assert!(prepare(input(json!({"_time": "soon"}), None), 0, &limits).is_err());
-        assert!(prepare(input(json!({"_time": true}), None), 0, &limits).is_err());
-        assert!(prepare(input(json!({"_time": 1}), Some(i64::MIN)), 5, &limits).is_err());
+        assert!(prepare_plain(input(json!({"_time": "soon"}), None), 0, &limits).is_err());
+        assert!(prepare_plain(input(json!({"_time": true}), None), 0, &limits).is_err());
+        assert!(prepare_plain(input(json!({"_time": 1}), Some(i64::MIN)), 5, &limits).is_err());
     }
 
     #[test]
@@ -172,10 +187,10 @@ mod tests {
         for bad in [
             json!({"_server_time": 1}),
             json!({"_unmapped": 1}),
-            json!({"a;b": 1}),
+            json!({"a\u{1}b": 1}),
         ] {
             assert!(
-                prepare(input(bad.clone(), None), 0, &limits).is_err(),
+                prepare_plain(input(bad.clone(), None), 0, &limits).is_err(),
                 "{bad}"
             );
         }
@@ -183,7 +198,7 @@ mod tests {
 
     #[test]
     fn clashing_names_keep_both_values() {
-        let prepared = prepare(
+        let prepared = prepare_plain(
             input(json!({"pageUrl": "a", "page_url": "b"}), None),
             0,
             &IngestLimits::default(),
@@ -199,8 +214,9 @@ mod tests {
             max_string_bytes: 4,
             ..IngestLimits::default()
         };
-        let error = prepare(input(json!({"s": "12345"}), None), 0, &limits).expect_err("too long");
+        let error =
+            prepare_plain(input(json!({"s": "12345"}), None), 0, &limits).expect_err("too long");
         assert!(error.to_string().contains("limits.max_string_bytes"));
-        assert!(prepare(input(json!({"s": "1234"}), None), 0, &limits).is_ok());
+        assert!(prepare_plain(input(json!({"s": "1234"}), None), 0, &limits).is_ok());
     }
 }

@@ -14,7 +14,10 @@ mod time_parse;
 pub use coerce::{coerce, flatten_properties, infer_type, widening_for, Fit, FlatProperty, Scalar};
 pub use error::ModelError;
 pub use field_type::FieldType;
-pub use naming::{normalize_collection_name, normalize_field_name, MAX_NAME_LENGTH};
+pub use naming::{
+    normalize_collection_name, normalize_field_name, MAX_COLLECTION_BYTES, MAX_COLLECTION_CHARS,
+    MAX_NAME_LENGTH, RESERVED_COLLECTION_NAMES,
+};
 pub use schema::{
     CollectionSchema, Column, COLLECTION_COLUMN, RESERVED_FIELD_NAMES, SERVER_TIME_COLUMN,
     TIME_COLUMN, UNMAPPED_COLUMN,

@@ -44,10 +44,11 @@ pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
                 decomposed.to_ascii_lowercase()
             }
             ' ' | '-' | '.' => '_',
+            // Other printable ASCII is kept as Rakam keeps it (`$browser`,
+            // `a:b`); SQL reaches such columns as quoted identifiers.
+            '!'..='~' => decomposed,
             _ if decomposed.is_ascii() => {
-                return Err(invalid(
-                    "only letters, digits, '_', '-', '.' and spaces are allowed",
-                ))
+                return Err(invalid("control characters are not allowed"))
             }
             _ => {
                 return Err(invalid(
@@ -64,29 +65,35 @@ pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
     Ok(normalized)
 }
 
-/// Collection names are only lower-cased (as in Rakam) and must be plain
-/// identifiers; names that start with `_` are reserved for the system
-/// (`_all`, `_users`).
+/// Names a query cannot read as a collection: the virtual `_all` and the
+/// names Rakam keeps for itself.
+pub const RESERVED_COLLECTION_NAMES: &[&str] = &["_all", "_users"];
+/// Longest collection name, in characters (Rakam's limit)...
+pub const MAX_COLLECTION_CHARS: usize = 100;
+/// ...and in bytes, so that every store can name a file or table after it.
+pub const MAX_COLLECTION_BYTES: usize = 127;
+
+/// Collection names are taken as Rakam takes them: any text, only
+/// lower-cased and length-checked (`Order Completed` → `order completed`).
+/// SQL reaches names that are not plain identifiers by quoting them.
 pub fn normalize_collection_name(raw: &str) -> Result<String, ModelError> {
     let invalid = |reason| ModelError::InvalidCollectionName {
         name: raw.to_string(),
         reason,
     };
-    let lowered = raw.trim().to_lowercase();
-    if lowered.is_empty() {
+    let lowered = raw.to_lowercase();
+    if lowered.trim().is_empty() {
         return Err(invalid("empty"));
     }
-    if lowered.len() > 100 {
-        return Err(invalid("longer than 100 characters"));
+    if lowered.chars().count() > MAX_COLLECTION_CHARS || lowered.len() > MAX_COLLECTION_BYTES {
+        return Err(invalid("longer than 100 characters (or 127 bytes)"));
     }
-    if lowered.starts_with('_') {
-        return Err(invalid("names starting with '_' are reserved"));
+    if lowered.chars().any(char::is_control) {
+        return Err(invalid("control characters are not allowed"));
     }
-    if !lowered
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    if RESERVED_COLLECTION_NAMES.contains(&lowered.as_str()) || lowered.starts_with("$materialized")
     {
-        return Err(invalid("only letters, digits and '_' are allowed"));
+        return Err(invalid("the name is reserved"));
     }
     Ok(lowered)
 }
@@ -105,11 +112,14 @@ mod tests {
         assert_eq!(normalize_field_name("_user").as_deref(), Ok("_user"));
         assert_eq!(normalize_field_name("a.b-c d").as_deref(), Ok("a_b_c_d"));
         assert_eq!(normalize_field_name("v2Name").as_deref(), Ok("v2_name"));
+        assert_eq!(normalize_field_name("$browser").as_deref(), Ok("$browser"));
+        assert_eq!(normalize_field_name("a:b").as_deref(), Ok("a:b"));
+        assert_eq!(normalize_field_name("a;b").as_deref(), Ok("a;b"));
     }
 
     #[test]
     fn refuses_what_is_not_an_identifier() {
-        for bad in ["", "  ", "\"\"", "a;b", "日本", "x\u{0}y", "semi:colon"] {
+        for bad in ["", "  ", "\"\"", "日本", "x\u{0}y", "tab\there"] {
             assert!(normalize_field_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(normalize_field_name(&"a".repeat(129)).is_err());
@@ -122,7 +132,16 @@ mod tests {
             Ok("pageview")
         );
         assert!(normalize_collection_name("_all").is_err());
-        assert!(normalize_collection_name("a b").is_err());
         assert!(normalize_collection_name("").is_err());
+        assert!(normalize_collection_name("a\nb").is_err());
+        assert!(normalize_collection_name(&"x".repeat(101)).is_err());
+        for (raw, normal) in [
+            ("Order Completed", "order completed"),
+            ("page-view", "page-view"),
+            ("_private", "_private"),
+            ("Ünïcödé", "ünïcödé"),
+        ] {
+            assert_eq!(normalize_collection_name(raw).as_deref(), Ok(normal));
+        }
     }
 }

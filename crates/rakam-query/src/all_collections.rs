@@ -11,7 +11,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{provider_as_source, ViewTable};
 use datafusion::error::Result;
-use datafusion::logical_expr::{cast, col, lit, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder};
 use rakam_model::{COLLECTION_COLUMN, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
 
 use crate::project_schema::ProjectSchema;
@@ -30,13 +30,18 @@ fn common_type(left: &DataType, right: &DataType) -> DataType {
     }
 }
 
+/// A column by its exact name, whatever characters it holds.
+fn column_ref(name: &str) -> Expr {
+    Expr::Column(datafusion::common::Column::new_unqualified(name))
+}
+
 pub(crate) async fn all_collections_view(
     project: &ProjectSchema,
 ) -> Result<Arc<dyn TableProvider>> {
     let mut providers = Vec::new();
     for name in project.collection_names() {
-        if let Some(provider) = project.collection(name).await? {
-            providers.push((name.clone(), provider));
+        if let Some(provider) = project.collection(&name).await? {
+            providers.push((name, provider));
         }
     }
     // System columns first, then user columns by name, `_unmapped` last.
@@ -69,13 +74,15 @@ pub(crate) async fn all_collections_view(
         let mut projection: Vec<Expr> = vec![lit(name.as_str()).alias(COLLECTION_COLUMN)];
         for (column, data_type) in &ordered {
             let expression = match provided.field_with_name(column) {
-                Ok(field) if field.data_type() == data_type => col(format!("\"{column}\"")),
-                Ok(_) => cast(col(format!("\"{column}\"")), data_type.clone()),
+                Ok(field) if field.data_type() == data_type => column_ref(column),
+                Ok(_) => cast(column_ref(column), data_type.clone()),
                 Err(_) => lit(ScalarValue::try_from(data_type)?),
             };
             projection.push(expression.alias(column));
         }
-        let branch = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(provider), None)?
+        // A bare reference: a collection's name may hold dots and quotes.
+        let table = datafusion::common::TableReference::bare(name.as_str());
+        let branch = LogicalPlanBuilder::scan(table, provider_as_source(provider), None)?
             .project(projection)?
             .build()?;
         plan = Some(match plan {

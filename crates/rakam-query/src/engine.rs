@@ -9,7 +9,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use rakam_store_api::{Catalog, EventStore, NativeSql, ProjectInfo};
+use rakam_store_api::{Backend, NativeSql, ProjectSnapshot, TableSource};
 
 use crate::guard::{check_statement, GuardedStatement};
 use crate::native::prepare_native;
@@ -76,23 +76,24 @@ pub struct QueryOutput {
 
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
-    catalog: Arc<dyn Catalog>,
-    store: Arc<dyn EventStore>,
+    tables: Arc<dyn TableSource>,
+    native: Option<Arc<dyn NativeSql>>,
     limits: QueryLimits,
     /// Shared by every query, so the memory limit holds for all of them.
     runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
-    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn EventStore>, limits: QueryLimits) -> Self {
+    /// Queries the backend's tables, or its own SQL engine when it has one.
+    pub fn new(backend: &Backend, limits: QueryLimits) -> Self {
         let memory = usize::try_from(limits.memory_limit_bytes).unwrap_or(usize::MAX);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory, 1.0)
             .build_arc()
             .unwrap_or_else(|_| Arc::new(RuntimeEnv::default()));
         Self {
-            catalog,
-            store,
+            tables: backend.tables.clone(),
+            native: backend.native_sql.clone(),
             limits,
             runtime,
         }
@@ -104,7 +105,10 @@ impl QueryEngine {
 
     /// A session that knows one project and nothing else: no default
     /// catalog, no information_schema, no URL tables, no DDL/DML.
-    pub async fn session(&self, project: &ProjectInfo) -> Result<SessionContext, QueryError> {
+    pub async fn session(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+    ) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_ALIASES[0])
@@ -115,9 +119,7 @@ impl QueryEngine {
         config.options_mut().sql_parser.collect_spans = true;
         let context = SessionContext::new_with_config_rt(config, self.runtime.clone());
         rakam_udf::register_all(&context);
-        let schema = Arc::new(
-            ProjectSchema::load(self.catalog.clone(), self.store.clone(), project.clone()).await?,
-        );
+        let schema = Arc::new(ProjectSchema::new(self.tables.clone(), project.clone()));
         let catalog = MemoryCatalogProvider::new();
         for alias in SCHEMA_ALIASES {
             catalog
@@ -130,7 +132,7 @@ impl QueryEngine {
 
     async fn plan(
         &self,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
     ) -> Result<DataFrame, QueryError> {
@@ -159,11 +161,11 @@ impl QueryEngine {
     /// (PostgreSQL), else in DataFusion.
     pub async fn execute(
         &self,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
-        match self.store.native_sql() {
+        match self.native.clone() {
             Some(native) => {
                 self.execute_native(native.as_ref(), project, sql, limit)
                     .await
@@ -176,10 +178,10 @@ impl QueryEngine {
     async fn prepare_native(
         &self,
         native: &dyn NativeSql,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
     ) -> Result<GuardedStatement, QueryError> {
-        let collections = self.catalog.collections(&project.name).await?;
+        let collections = project.collection_names();
         let (owned, dialect) = (sql.to_string(), native.dialect());
         off_async(move || prepare_native(&owned, dialect, &collections)).await?
     }
@@ -201,7 +203,7 @@ impl QueryEngine {
     async fn execute_native(
         &self,
         native: &dyn NativeSql,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
@@ -209,7 +211,12 @@ impl QueryEngine {
         let statement = self.prepare_native(native, project, sql).await?;
         let rows = self.row_limit(limit, statement.limit)?;
         let output = native
-            .execute(project, &statement.sql, rows, self.limits.statement_timeout)
+            .execute(
+                project.id(),
+                &statement.sql,
+                rows,
+                self.limits.statement_timeout,
+            )
             .await
             .map_err(|e| QueryError::from_native(e, &statement.sql))?;
         Ok(QueryOutput {
@@ -224,11 +231,11 @@ impl QueryEngine {
     /// timeout holds until the last batch.
     pub async fn execute_stream(
         &self,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryStream, QueryError> {
-        let Some(native) = self.store.native_sql() else {
+        let Some(native) = self.native.clone() else {
             return self.stream_in_datafusion(project, sql, limit).await;
         };
         // PostgreSQL's rows arrive whole (one statement, one round trip).
@@ -243,7 +250,7 @@ impl QueryEngine {
 
     async fn stream_in_datafusion(
         &self,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryStream, QueryError> {
@@ -288,7 +295,7 @@ impl QueryEngine {
     /// whatever the backend: analyses use the functions only DataFusion has.
     pub async fn execute_in_datafusion(
         &self,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
@@ -305,13 +312,13 @@ impl QueryEngine {
     /// The columns a statement would return, without running it.
     pub async fn metadata(
         &self,
-        project: &ProjectInfo,
+        project: &Arc<ProjectSnapshot>,
         sql: &str,
     ) -> Result<SchemaRef, QueryError> {
-        if let Some(native) = self.store.native_sql() {
+        if let Some(native) = self.native.clone() {
             let statement = self.prepare_native(native.as_ref(), project, sql).await?;
             return native
-                .describe(project, &statement.sql)
+                .describe(project.id(), &statement.sql)
                 .await
                 .map_err(|e| QueryError::from_native(e, &statement.sql));
         }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use parking_lot::Mutex;
-use rakam_store_api::{Catalog, EventStore, ProjectInfo};
+use rakam_store_api::{ProjectSnapshot, TableSource};
 
 use crate::all_collections::all_collections_view;
 
@@ -17,52 +17,35 @@ pub(crate) const ALL_COLLECTIONS: &str = "_all";
 
 #[derive(Debug)]
 pub(crate) struct ProjectSchema {
-    catalog: Arc<dyn Catalog>,
-    store: Arc<dyn EventStore>,
-    project: ProjectInfo,
-    collections: Vec<String>,
+    tables: Arc<dyn TableSource>,
+    project: Arc<ProjectSnapshot>,
     snapshots: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 impl ProjectSchema {
-    pub(crate) async fn load(
-        catalog: Arc<dyn Catalog>,
-        store: Arc<dyn EventStore>,
-        project: ProjectInfo,
-    ) -> Result<Self, rakam_store_api::StoreError> {
-        let collections = catalog.collections(&project.name).await?;
-        Ok(Self {
-            catalog,
-            store,
+    pub(crate) fn new(tables: Arc<dyn TableSource>, project: Arc<ProjectSnapshot>) -> Self {
+        Self {
+            tables,
             project,
-            collections,
             snapshots: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    pub(crate) fn collection_names(&self) -> &[String] {
-        &self.collections
+    pub(crate) fn collection_names(&self) -> Vec<String> {
+        self.project.collection_names()
     }
 
     pub(crate) async fn collection(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if !self.collections.iter().any(|c| c == name) {
+        let Some(schema) = self.project.schema(name) else {
             return Ok(None);
-        }
+        };
         if let Some(cached) = self.snapshots.lock().get(name) {
             return Ok(Some(cached.clone()));
         }
         let to_df = |e: rakam_store_api::StoreError| DataFusionError::External(Box::new(e));
-        let Some(schema) = self
-            .catalog
-            .schema(&self.project.name, name)
-            .await
-            .map_err(to_df)?
-        else {
-            return Ok(None);
-        };
         let provider = self
-            .store
-            .table_provider(&self.project, name, schema.arrow_schema())
+            .tables
+            .table_provider(self.project.id(), name, schema.arrow_schema())
             .await
             .map_err(to_df)?;
         self.snapshots
@@ -75,7 +58,7 @@ impl ProjectSchema {
 #[async_trait]
 impl SchemaProvider for ProjectSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.collections.clone();
+        let mut names = self.collection_names();
         names.push(ALL_COLLECTIONS.to_string());
         names
     }
@@ -88,6 +71,6 @@ impl SchemaProvider for ProjectSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == ALL_COLLECTIONS || self.collections.iter().any(|c| c == name)
+        name == ALL_COLLECTIONS || self.project.schema(name).is_some()
     }
 }

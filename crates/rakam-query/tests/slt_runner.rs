@@ -39,7 +39,7 @@ impl Records for Sql {
         let result = self
             .0
             .engine
-            .execute(&self.0.project, sql, None)
+            .execute(&self.0.snapshot().await, sql, None)
             .await
             .map_err(|e| e.to_string())?;
         let rows = rows_as_json(&result.batches).map_err(|e| e.to_string())?;

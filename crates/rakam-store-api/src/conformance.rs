@@ -17,13 +17,13 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use rakam_model::{CollectionSchema, Column, FieldType, UNMAPPED_COLUMN};
 
-use crate::{Catalog, EventStore, KeyKind, ProjectInfo, StoreError};
+use crate::{Append, Backend, Catalog, KeyKind, LogPosition, ProjectInfo, StoreError};
 
 /// Opens a backend at one location. Opening again after `shutdown` must see
 /// everything the previous instance acknowledged.
 #[async_trait]
 pub trait StoreFactory: Send + Sync {
-    async fn open(&self) -> (Arc<dyn Catalog>, Arc<dyn EventStore>);
+    async fn open(&self) -> Backend;
 }
 
 #[macro_export]
@@ -35,7 +35,8 @@ macro_rules! event_store_conformance_tests {
                 projects_and_keys, evolution_adds_and_widens, concurrent_evolution_agrees,
                 appended_rows_are_readable, widened_columns_read_old_rows, rows_survive_restart,
                 projects_are_isolated, deleted_projects_lose_their_data, unmapped_rows_are_counted,
-                many_small_appends);
+                many_small_appends, snapshots_follow_versions, appends_built_for_an_older_version,
+                log_positions_replay);
         }
     };
     (@each $factory:expr; $($name:ident),*) => {
@@ -86,34 +87,48 @@ pub fn batch_of(
 }
 
 async fn project(catalog: &Arc<dyn Catalog>, name: &str) -> ProjectInfo {
-    catalog.create_project(name).await.expect("create project");
-    catalog
-        .project(name)
+    let (info, _keys) = catalog.create_project(name).await.expect("create project");
+    assert_eq!(
+        catalog.project(name).await.expect("lookup"),
+        Some(info.clone())
+    );
+    info
+}
+
+/// Appends one request's batches, built for the project's current version.
+pub async fn append(
+    backend: &Backend,
+    project: &ProjectInfo,
+    batches: Vec<(String, RecordBatch)>,
+) -> Option<LogPosition> {
+    let snapshot = backend
+        .catalog
+        .snapshot(&project.id)
         .await
-        .expect("lookup")
-        .expect("project exists")
+        .expect("snapshot");
+    backend
+        .sink
+        .append(Append {
+            project: project.id.clone(),
+            schema_version: snapshot.version,
+            batches,
+        })
+        .await
+        .expect("append")
 }
 
 /// Runs SQL over the given collections of a project and pretty-prints it.
-pub async fn query(
-    catalog: &Arc<dyn Catalog>,
-    store: &Arc<dyn EventStore>,
-    project: &ProjectInfo,
-    sql: &str,
-) -> String {
+pub async fn query(backend: &Backend, project: &ProjectInfo, sql: &str) -> String {
     let context = SessionContext::new();
-    for collection in catalog
-        .collections(&project.name)
+    let snapshot = backend
+        .catalog
+        .snapshot(&project.id)
         .await
-        .expect("collections")
-    {
-        let schema = catalog
-            .schema(&project.name, &collection)
-            .await
-            .expect("schema")
-            .expect("collection has a schema");
-        let provider = store
-            .table_provider(project, &collection, schema.arrow_schema())
+        .expect("snapshot");
+    for (collection, schema) in &snapshot.collections {
+        let provider = backend
+            .tables
+            .table_provider(&project.id, collection, schema.arrow_schema())
             .await
             .expect("provider");
         context
@@ -131,8 +146,10 @@ pub async fn query(
 }
 
 pub async fn projects_and_keys(factory: &dyn StoreFactory) {
-    let (catalog, _store) = factory.open().await;
-    let keys = catalog.create_project("shop").await.expect("create");
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
+    let (shop, keys) = catalog.create_project("shop").await.expect("create");
+    assert_eq!(shop.name, "shop");
     assert!(matches!(
         catalog.create_project("shop").await,
         Err(StoreError::ProjectExists(_))
@@ -164,7 +181,7 @@ pub async fn projects_and_keys(factory: &dyn StoreFactory) {
         .await
         .expect("auth")
         .is_none());
-    let extra = catalog.create_api_keys("shop").await.expect("more keys");
+    let extra = catalog.create_api_keys(&shop.id).await.expect("more keys");
     assert_ne!(extra.read_key, keys.read_key);
     assert!(catalog
         .authenticate(&extra.read_key)
@@ -176,24 +193,25 @@ pub async fn projects_and_keys(factory: &dyn StoreFactory) {
         .await
         .expect("auth")
         .is_some());
-    catalog.delete_project("shop").await.expect("delete");
+    catalog.delete_project(&shop.id).await.expect("delete");
     assert!(catalog
         .authenticate(&keys.master_key)
         .await
         .expect("auth")
         .is_none());
     assert!(matches!(
-        catalog.delete_project("shop").await,
+        catalog.delete_project(&shop.id).await,
         Err(StoreError::ProjectNotFound(_))
     ));
 }
 
 pub async fn evolution_adds_and_widens(factory: &dyn StoreFactory) {
-    let (catalog, _store) = factory.open().await;
-    project(&catalog, "evolve").await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
+    let info = project(&catalog, "evolve").await;
     let first = catalog
         .evolve(
-            "evolve",
+            &info.id,
             "page",
             &[
                 column("price", FieldType::Long),
@@ -205,7 +223,7 @@ pub async fn evolution_adds_and_widens(factory: &dyn StoreFactory) {
     assert_eq!(first.schema.column_type("price"), Some(&FieldType::Long));
     let widened = catalog
         .evolve(
-            "evolve",
+            &info.id,
             "page",
             &[
                 column("price", FieldType::Double),
@@ -220,15 +238,16 @@ pub async fn evolution_adds_and_widens(factory: &dyn StoreFactory) {
     );
     // A conflicting type never retypes a column.
     assert_eq!(widened.schema.column_type("url"), Some(&FieldType::String));
-    assert_eq!(
-        catalog.collections("evolve").await.expect("collections"),
-        ["page"]
-    );
+    let snapshot = catalog.snapshot(&info.id).await.expect("snapshot");
+    assert_eq!(snapshot.collection_names(), ["page"]);
+    assert_eq!(snapshot.version, widened.version);
+    assert!(widened.version > first.version);
 }
 
 pub async fn concurrent_evolution_agrees(factory: &dyn StoreFactory) {
-    let (catalog, _store) = factory.open().await;
-    project(&catalog, "race").await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
+    let info = project(&catalog, "race").await;
     let types = [
         FieldType::String,
         FieldType::Long,
@@ -237,11 +256,11 @@ pub async fn concurrent_evolution_agrees(factory: &dyn StoreFactory) {
     ];
     let mut tasks = Vec::new();
     for index in 0..16 {
-        let catalog = catalog.clone();
+        let (catalog, id) = (catalog.clone(), info.id.clone());
         let field_type = types[index % types.len()].clone();
         tasks.push(tokio::spawn(async move {
             catalog
-                .evolve("race", "click", &[column("contested", field_type)])
+                .evolve(&id, "click", &[column("contested", field_type)])
                 .await
                 .expect("evolve")
                 .schema
@@ -253,11 +272,8 @@ pub async fn concurrent_evolution_agrees(factory: &dyn StoreFactory) {
     for task in tasks {
         seen.push(task.await.expect("task"));
     }
-    let settled = catalog
-        .schema("race", "click")
-        .await
-        .expect("schema")
-        .expect("exists");
+    let snapshot = catalog.snapshot(&info.id).await.expect("snapshot");
+    let settled = snapshot.schema("click").expect("exists");
     let winner = settled.column_type("contested").cloned();
     assert!(
         seen.iter().all(|t| *t == winner),
@@ -267,10 +283,11 @@ pub async fn concurrent_evolution_agrees(factory: &dyn StoreFactory) {
 }
 
 pub async fn appended_rows_are_readable(factory: &dyn StoreFactory) {
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let info = project(&catalog, "readable").await;
     let outcome = catalog
-        .evolve("readable", "purchase", &[column("amount", FieldType::Long)])
+        .evolve(&info.id, "purchase", &[column("amount", FieldType::Long)])
         .await
         .expect("evolve");
     let batch = batch_of(
@@ -278,22 +295,17 @@ pub async fn appended_rows_are_readable(factory: &dyn StoreFactory) {
         &[1_000, 2_000, 3_000],
         vec![("amount", Arc::new(Int64Array::from(vec![10, 20, 30])))],
     );
-    store
-        .append(&info, vec![("purchase".into(), batch)])
-        .await
-        .expect("append");
+    append(&backend, &info, vec![("purchase".into(), batch)]).await;
     let result = query(
-        &catalog,
-        &store,
+        &backend,
         &info,
         "SELECT count(*) AS n, sum(amount) AS total FROM purchase",
     )
     .await;
     assert!(result.contains("| 3 | 60    |"), "{result}");
-    store.flush().await.expect("flush");
+    backend.sink.flush().await.expect("flush");
     let after_flush = query(
-        &catalog,
-        &store,
+        &backend,
         &info,
         "SELECT count(*) AS n, sum(amount) AS total FROM purchase",
     )
@@ -302,10 +314,11 @@ pub async fn appended_rows_are_readable(factory: &dyn StoreFactory) {
 }
 
 pub async fn widened_columns_read_old_rows(factory: &dyn StoreFactory) {
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let info = project(&catalog, "widen").await;
     let first = catalog
-        .evolve("widen", "m", &[column("v", FieldType::Long)])
+        .evolve(&info.id, "m", &[column("v", FieldType::Long)])
         .await
         .expect("evolve");
     let old = batch_of(
@@ -313,13 +326,10 @@ pub async fn widened_columns_read_old_rows(factory: &dyn StoreFactory) {
         &[1],
         vec![("v", Arc::new(Int64Array::from(vec![7])))],
     );
-    store
-        .append(&info, vec![("m".into(), old)])
-        .await
-        .expect("append");
-    store.flush().await.expect("flush");
+    append(&backend, &info, vec![("m".into(), old)]).await;
+    backend.sink.flush().await.expect("flush");
     let second = catalog
-        .evolve("widen", "m", &[column("v", FieldType::Double)])
+        .evolve(&info.id, "m", &[column("v", FieldType::Double)])
         .await
         .expect("widen");
     let new = batch_of(
@@ -327,11 +337,8 @@ pub async fn widened_columns_read_old_rows(factory: &dyn StoreFactory) {
         &[2],
         vec![("v", Arc::new(Float64Array::from(vec![0.5])))],
     );
-    store
-        .append(&info, vec![("m".into(), new)])
-        .await
-        .expect("append");
-    let result = query(&catalog, &store, &info, "SELECT v FROM m ORDER BY _time").await;
+    append(&backend, &info, vec![("m".into(), new)]).await;
+    let result = query(&backend, &info, "SELECT v FROM m ORDER BY _time").await;
     assert!(
         result.contains("| 7.0 |") && result.contains("| 0.5 |"),
         "{result}"
@@ -341,10 +348,11 @@ pub async fn widened_columns_read_old_rows(factory: &dyn StoreFactory) {
 pub async fn rows_survive_restart(factory: &dyn StoreFactory) {
     let sql = "SELECT count(*) AS n, min(name) AS first, max(name) AS last FROM signup";
     let before = {
-        let (catalog, store) = factory.open().await;
+        let backend = factory.open().await;
+        let catalog = backend.catalog.clone();
         let info = project(&catalog, "durable").await;
         let outcome = catalog
-            .evolve("durable", "signup", &[column("name", FieldType::String)])
+            .evolve(&info.id, "signup", &[column("name", FieldType::String)])
             .await
             .expect("evolve");
         for round in 0..3_i64 {
@@ -356,31 +364,30 @@ pub async fn rows_survive_restart(factory: &dyn StoreFactory) {
                     Arc::new(StringArray::from(vec![format!("user{round}")])),
                 )],
             );
-            store
-                .append(&info, vec![("signup".into(), batch)])
-                .await
-                .expect("append");
+            append(&backend, &info, vec![("signup".into(), batch)]).await;
         }
-        let before = query(&catalog, &store, &info, sql).await;
-        store.shutdown().await.expect("shutdown");
+        let before = query(&backend, &info, sql).await;
+        backend.sink.shutdown().await.expect("shutdown");
         before
     };
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let info = catalog
         .project("durable")
         .await
         .expect("lookup")
         .expect("still there");
-    assert_eq!(query(&catalog, &store, &info, sql).await, before);
+    assert_eq!(query(&backend, &info, sql).await, before);
     assert!(before.contains("| 3 | user0 | user2 |"), "{before}");
 }
 
 pub async fn projects_are_isolated(factory: &dyn StoreFactory) {
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let alpha = project(&catalog, "alpha").await;
     let beta = project(&catalog, "beta").await;
     let outcome = catalog
-        .evolve("alpha", "secret", &[column("v", FieldType::Long)])
+        .evolve(&alpha.id, "secret", &[column("v", FieldType::Long)])
         .await
         .expect("evolve");
     let batch = batch_of(
@@ -388,17 +395,16 @@ pub async fn projects_are_isolated(factory: &dyn StoreFactory) {
         &[1],
         vec![("v", Arc::new(Int64Array::from(vec![1])))],
     );
-    store
-        .append(&alpha, vec![("secret".into(), batch)])
-        .await
-        .expect("append");
+    append(&backend, &alpha, vec![("secret".into(), batch)]).await;
     assert!(catalog
-        .collections("beta")
+        .snapshot(&beta.id)
         .await
-        .expect("collections")
+        .expect("snapshot")
+        .collections
         .is_empty());
-    let provider = store
-        .table_provider(&beta, "secret", outcome.schema.arrow_schema())
+    let provider = backend
+        .tables
+        .table_provider(&beta.id, "secret", outcome.schema.arrow_schema())
         .await
         .expect("provider");
     let context = SessionContext::new();
@@ -417,10 +423,11 @@ pub async fn projects_are_isolated(factory: &dyn StoreFactory) {
 }
 
 pub async fn deleted_projects_lose_their_data(factory: &dyn StoreFactory) {
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let doomed = project(&catalog, "doomed").await;
     let outcome = catalog
-        .evolve("doomed", "e", &[column("v", FieldType::Long)])
+        .evolve(&doomed.id, "e", &[column("v", FieldType::Long)])
         .await
         .expect("evolve");
     let batch = batch_of(
@@ -428,26 +435,28 @@ pub async fn deleted_projects_lose_their_data(factory: &dyn StoreFactory) {
         &[1],
         vec![("v", Arc::new(Int64Array::from(vec![1])))],
     );
-    store
-        .append(&doomed, vec![("e".into(), batch)])
+    append(&backend, &doomed, vec![("e".into(), batch)]).await;
+    backend
+        .sink
+        .delete_project(&doomed.id)
         .await
-        .expect("append");
-    store.delete_project(&doomed).await.expect("delete data");
+        .expect("delete data");
     catalog
-        .delete_project("doomed")
+        .delete_project(&doomed.id)
         .await
         .expect("delete project");
     let reborn = project(&catalog, "doomed").await;
     assert_ne!(reborn.id, doomed.id);
-    let stats = store.stats(&reborn, "e").await.expect("stats");
+    let stats = backend.tables.stats(&reborn.id, "e").await.expect("stats");
     assert_eq!(stats.rows, 0);
 }
 
 pub async fn unmapped_rows_are_counted(factory: &dyn StoreFactory) {
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let info = project(&catalog, "unmapped").await;
     let outcome = catalog
-        .evolve("unmapped", "e", &[column("v", FieldType::Long)])
+        .evolve(&info.id, "e", &[column("v", FieldType::Long)])
         .await
         .expect("evolve");
     let batch = batch_of(
@@ -462,48 +471,200 @@ pub async fn unmapped_rows_are_counted(factory: &dyn StoreFactory) {
             ])),
         )],
     );
-    store
-        .append(&info, vec![("e".into(), batch)])
-        .await
-        .expect("append");
+    append(&backend, &info, vec![("e".into(), batch)]).await;
     assert_eq!(
-        store.stats(&info, "e").await.expect("stats").unmapped_rows,
+        backend
+            .tables
+            .stats(&info.id, "e")
+            .await
+            .expect("stats")
+            .unmapped_rows,
         2
     );
-    store.flush().await.expect("flush");
-    let stats = store.stats(&info, "e").await.expect("stats");
+    backend.sink.flush().await.expect("flush");
+    let stats = backend.tables.stats(&info.id, "e").await.expect("stats");
     assert_eq!((stats.rows, stats.unmapped_rows), (3, 2));
 }
 
 pub async fn many_small_appends(factory: &dyn StoreFactory) {
-    let (catalog, store) = factory.open().await;
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
     let info = project(&catalog, "small").await;
     let outcome = catalog
-        .evolve("small", "tick", &[column("n", FieldType::Long)])
+        .evolve(&info.id, "tick", &[column("n", FieldType::Long)])
         .await
         .expect("evolve");
     let mut tasks = Vec::new();
     for n in 0..200_i64 {
-        let store = store.clone();
-        let info = info.clone();
+        let sink = backend.sink.clone();
+        let project = info.id.clone();
+        let version = outcome.version;
         let batch = batch_of(
             &outcome.schema,
             &[n],
             vec![("n", Arc::new(Int64Array::from(vec![n])))],
         );
         tasks.push(tokio::spawn(async move {
-            store.append(&info, vec![("tick".into(), batch)]).await
+            sink.append(Append {
+                project,
+                schema_version: version,
+                batches: vec![("tick".into(), batch)],
+            })
+            .await
         }));
     }
     for task in tasks {
         task.await.expect("task").expect("append");
     }
     let result = query(
-        &catalog,
-        &store,
+        &backend,
         &info,
         "SELECT count(*) AS n, count(DISTINCT n) AS d, sum(n) AS s FROM tick",
     )
     .await;
     assert!(result.contains("| 200 | 200 | 19900 |"), "{result}");
+}
+
+pub async fn snapshots_follow_versions(factory: &dyn StoreFactory) {
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
+    let info = project(&catalog, "versions").await;
+    let empty = catalog.snapshot(&info.id).await.expect("snapshot");
+    assert!(empty.collections.is_empty());
+    assert_eq!(empty.project, info);
+    let added = catalog
+        .evolve(&info.id, "page", &[column("url", FieldType::String)])
+        .await
+        .expect("evolve");
+    assert!(added.version > empty.version);
+    let unchanged = catalog
+        .evolve(&info.id, "page", &[column("url", FieldType::String)])
+        .await
+        .expect("evolve again");
+    assert_eq!(
+        unchanged.version, added.version,
+        "no change, no new version"
+    );
+    let snapshot = catalog.snapshot(&info.id).await.expect("snapshot");
+    assert_eq!(snapshot.version, added.version);
+    assert_eq!(
+        snapshot.schema("page").map(|s| s.columns.len()),
+        Some(1),
+        "{snapshot:?}"
+    );
+    let other = project(&catalog, "bystander").await;
+    let before = catalog.snapshot(&other.id).await.expect("snapshot");
+    catalog
+        .evolve(&info.id, "page", &[column("title", FieldType::String)])
+        .await
+        .expect("evolve");
+    let after = catalog.snapshot(&other.id).await.expect("snapshot");
+    assert_eq!(before.version, after.version, "projects version apart");
+    catalog.delete_project(&info.id).await.expect("delete");
+    assert!(matches!(
+        catalog.snapshot(&info.id).await,
+        Err(StoreError::ProjectNotFound(_))
+    ));
+}
+
+/// A node whose snapshot is a version behind still appends safely: the
+/// batch is read as the current schema (a widened column casts).
+pub async fn appends_built_for_an_older_version(factory: &dyn StoreFactory) {
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
+    let info = project(&catalog, "stale").await;
+    let old = catalog
+        .evolve(&info.id, "m", &[column("v", FieldType::Long)])
+        .await
+        .expect("evolve");
+    let batch = batch_of(
+        &old.schema,
+        &[1, 2],
+        vec![("v", Arc::new(Int64Array::from(vec![3, 4])))],
+    );
+    let new = catalog
+        .evolve(
+            &info.id,
+            "m",
+            &[column("v", FieldType::Double), column("w", FieldType::Long)],
+        )
+        .await
+        .expect("widen");
+    assert!(new.version > old.version);
+    backend
+        .sink
+        .append(Append {
+            project: info.id.clone(),
+            schema_version: old.version,
+            batches: vec![("m".into(), batch)],
+        })
+        .await
+        .expect("append built for the older version");
+    let result = query(&backend, &info, "SELECT sum(v) AS s, count(w) AS w FROM m").await;
+    assert!(result.contains("| 7.0 | 0 |"), "{result}");
+}
+
+/// Sinks with a replayable log hand out growing positions and replay what
+/// follows one, across a flush and a restart while it is retained.
+pub async fn log_positions_replay(factory: &dyn StoreFactory) {
+    let backend = factory.open().await;
+    let catalog = backend.catalog.clone();
+    let info = project(&catalog, "replay").await;
+    let outcome = catalog
+        .evolve(&info.id, "e", &[column("n", FieldType::Long)])
+        .await
+        .expect("evolve");
+    let mut positions = Vec::new();
+    for n in 0..3_i64 {
+        let batch = batch_of(
+            &outcome.schema,
+            &[n],
+            vec![("n", Arc::new(Int64Array::from(vec![n])))],
+        );
+        positions.push(append(&backend, &info, vec![("e".into(), batch)]).await);
+    }
+    if !backend.capabilities.replayable_log {
+        assert!(positions.iter().all(Option::is_none));
+        assert!(backend
+            .sink
+            .replay(LogPosition(0))
+            .await
+            .expect("replay")
+            .is_none());
+        return;
+    }
+    let positions: Vec<LogPosition> = positions
+        .into_iter()
+        .map(|p| p.expect("position"))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    backend.sink.retain_log_after(positions[0]);
+    let replayed_ns = |appends: Vec<crate::LoggedAppend>| -> Vec<(LogPosition, usize)> {
+        appends
+            .into_iter()
+            .filter(|a| a.append.project == info.id)
+            .map(|a| {
+                (
+                    a.position,
+                    a.append.batches.iter().map(|(_, b)| b.num_rows()).sum(),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![(positions[1], 1), (positions[2], 1)];
+    let replayed = backend.sink.replay(positions[0]).await.expect("replay");
+    assert_eq!(replayed_ns(replayed.expect("replayable")), expected);
+    backend.sink.flush().await.expect("flush");
+    backend.sink.shutdown().await.expect("shutdown");
+    drop(backend);
+    let reopened = factory.open().await;
+    let replayed = reopened.sink.replay(positions[0]).await.expect("replay");
+    assert_eq!(replayed_ns(replayed.expect("replayable")), expected);
+    let batch = batch_of(
+        &outcome.schema,
+        &[9],
+        vec![("n", Arc::new(Int64Array::from(vec![9])))],
+    );
+    let next = append(&reopened, &info, vec![("e".into(), batch)]).await;
+    assert!(next.is_some_and(|p| p > positions[2]), "{next:?}");
 }

@@ -27,6 +27,9 @@ pub enum StoreError {
     },
     #[error("storage data error: {0}")]
     Data(String),
+    /// Another process holds the data directory.
+    #[error("data directory {0} is in use by another rakam process")]
+    InUse(String),
     #[error("the store is shutting down")]
     ShuttingDown,
     /// A statement the backend's own SQL engine refused (syntax, unknown
@@ -65,7 +68,7 @@ impl ErrorExt for StoreError {
             Self::TypeConflict { .. } => ErrorCode::TypeConflict,
             Self::Model(inner) => inner.code(),
             Self::Io { .. } | Self::Data(_) => ErrorCode::StorageFailure,
-            Self::ShuttingDown | Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::ShuttingDown | Self::Unavailable(_) | Self::InUse(_) => ErrorCode::Unavailable,
             Self::Sql { .. } => ErrorCode::SqlError,
             Self::QueryTimeout { .. } => ErrorCode::QueryTimeout,
         }

@@ -1,23 +1,32 @@
-//! The contract between Rakam's API and its storage backends.
+//! The contract between Rakam's service and its storage backends.
 //!
-//! A backend provides a [`Catalog`] (projects, keys, collection schemas) and
-//! an [`EventStore`] (durable appends, and a DataFusion `TableProvider` per
-//! collection so one query engine serves every backend). Every backend runs
-//! the shared [`conformance`] suite (feature `testsuite`).
+//! A backend is assembled from parts ([`Backend`]): a [`Catalog`]
+//! (projects, keys, versioned schema snapshots), an [`EventSink`] (durable
+//! appends with log positions), a [`TableSource`] (a DataFusion
+//! `TableProvider` per collection, so one query engine serves every
+//! backend) and optionally a [`NativeSql`] engine. Parts are keyed by
+//! [`ProjectId`]. Every assembly runs the shared [`conformance`] suite
+//! (feature `testsuite`).
 
+mod backend;
 mod catalog;
 mod error;
-mod event_store;
+mod event_sink;
 mod keys;
 mod native_sql;
+mod project;
+mod table_source;
 
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 
-pub use catalog::{normalized_project_name, Catalog, EvolveOutcome, ProjectInfo};
+pub use backend::{Backend, Capabilities};
+pub use catalog::{Catalog, EvolveOutcome};
 pub use error::StoreError;
-pub use event_store::{CollectionStats, EventStore};
+pub use event_sink::{Append, EventSink, LogPosition, LoggedAppend};
 pub use keys::{hash_key, random_key, KeyKind, ProjectKeys};
 pub use native_sql::{NativeDialect, NativeOutput, NativeSql};
+pub use project::{normalized_project_name, ProjectId, ProjectInfo, ProjectSnapshot};
+pub use table_source::{CollectionStats, TableSource};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

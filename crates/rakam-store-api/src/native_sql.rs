@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::{ProjectInfo, Result};
+use crate::{ProjectId, Result};
 
 /// What a statement returned, in Arrow form so one set of encoders serves
 /// every backend.
@@ -28,14 +28,14 @@ pub trait NativeSql: Send + Sync + std::fmt::Debug {
     /// Runs a read-only statement, returning at most `max_rows` rows.
     async fn execute(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         sql: &str,
         max_rows: u64,
         timeout: Duration,
     ) -> Result<NativeOutput>;
 
     /// The columns the statement would return, without running it.
-    async fn describe(&self, project: &ProjectInfo, sql: &str) -> Result<SchemaRef>;
+    async fn describe(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

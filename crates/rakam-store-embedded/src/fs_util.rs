@@ -45,3 +45,49 @@ pub(crate) fn create_dir_all_synced(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(StoreError::io(format!("creating {}", dir.display())))?;
     sync_parent_dir(dir)
 }
+
+/// A collection's directory name. Names that are plain identifiers (all
+/// collections before names were opened up) are their own directory;
+/// any other name is `~` and its bytes in hex, so no name can climb out of
+/// its project's directory or clash with another.
+pub(crate) fn collection_dir_name(collection: &str) -> String {
+    let plain = !collection.is_empty()
+        && collection
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        collection.to_string()
+    } else {
+        format!("~{}", hex::encode(collection.as_bytes()))
+    }
+}
+
+/// The collection a directory holds; `None` for a name no collection has.
+pub(crate) fn collection_of_dir(name: &str) -> Option<String> {
+    match name.strip_prefix('~') {
+        Some(encoded) => String::from_utf8(hex::decode(encoded).ok()?).ok(),
+        None => Some(name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_directories_round_trip_and_stay_inside() {
+        for name in [
+            "page_view",
+            "order completed",
+            "../../etc",
+            "a/b",
+            "ünï",
+            "~x",
+        ] {
+            let dir = collection_dir_name(name);
+            assert!(!dir.contains('/') && !dir.contains('.'), "{dir}");
+            assert_eq!(collection_of_dir(&dir).as_deref(), Some(name));
+        }
+        assert_eq!(collection_dir_name("page_view"), "page_view");
+    }
+}

@@ -13,6 +13,7 @@ mod fs_util;
 mod maintenance;
 mod manifest;
 mod parquet_io;
+mod parts;
 mod payload;
 mod provider;
 mod store;
@@ -20,5 +21,5 @@ mod table;
 mod wal;
 
 pub use catalog::FileCatalog;
-pub use store::{open, EmbeddedOptions, EmbeddedStore, DATA_DIR_IN_USE};
+pub use store::{open, open_backend, EmbeddedOptions, EmbeddedStore};
 pub use wal::Durability;

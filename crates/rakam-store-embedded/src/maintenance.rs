@@ -103,7 +103,8 @@ async fn maintain_table(
     Ok(())
 }
 
-/// Deletes every closed segment whose records are all in Parquet files.
+/// Deletes every closed segment whose records are all in Parquet files and
+/// not retained for append observers.
 pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
     let durable = store.wal.durable_sequence();
     let oldest_unflushed = store
@@ -112,10 +113,15 @@ pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
         .values()
         .filter_map(|table| table.tail_summary(durable).first_sequence)
         .min();
-    let safe = match oldest_unflushed {
+    let flushed = match oldest_unflushed {
         Some(first) => first.saturating_sub(1),
         None => durable,
     };
+    // Append observers may still need to be replayed records after this.
+    let retained = store
+        .retained_after
+        .load(std::sync::atomic::Ordering::Acquire);
+    let safe = flushed.min(retained);
     let current = store.wal.current_segment();
     let segments = list_segments(&store.options.data_dir.join("wal"))?;
     for pair in segments.windows(2) {

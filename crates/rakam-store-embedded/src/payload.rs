@@ -7,10 +7,10 @@ use std::io::Cursor;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use rakam_store_api::StoreError;
+use rakam_store_api::{ProjectId, StoreError};
 
 pub(crate) struct AppendPayload {
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub batches: Vec<(String, RecordBatch)>,
 }
 
@@ -20,11 +20,11 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 pub(crate) fn encode(
-    project_id: &str,
+    project_id: &ProjectId,
     batches: &[(String, RecordBatch)],
 ) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
-    put_bytes(&mut out, project_id.as_bytes());
+    put_bytes(&mut out, project_id.as_str().as_bytes());
     out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
     for (collection, batch) in batches {
         put_bytes(&mut out, collection.as_bytes());
@@ -74,7 +74,7 @@ impl<'a> Reader<'a> {
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<AppendPayload, StoreError> {
     let mut reader = Reader { bytes, position: 0 };
-    let project_id = reader.string()?;
+    let project_id = ProjectId::new(reader.string()?);
     let count = reader.u32()?;
     let mut batches = Vec::new();
     for _ in 0..count {

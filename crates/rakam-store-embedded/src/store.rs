@@ -1,22 +1,21 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::TableProvider;
 use parking_lot::{Mutex, RwLock};
-use rakam_store_api::{Catalog, CollectionStats, EventStore, ProjectInfo, Result, StoreError};
+use rakam_store_api::{Backend, Capabilities, Catalog, ProjectId, Result, StoreError};
 
-use crate::batch_util::conform;
 use crate::catalog::FileCatalog;
-use crate::fs_util::create_dir_all_synced;
-use crate::provider::CollectionProvider;
+use crate::fs_util::{collection_dir_name, collection_of_dir, create_dir_all_synced};
 use crate::table::CollectionTable;
 use crate::wal::{list_segments, replay_segment, Durability, WalWriter};
 use crate::{maintenance, payload};
+
+/// Resolves once a submitted WAL record is durable.
+pub(crate) type DurableReceiver = tokio::sync::oneshot::Receiver<std::result::Result<(), String>>;
 
 /// Settings of the embedded store; see `docs/config.md` for the defaults.
 #[derive(Debug, Clone)]
@@ -50,59 +49,84 @@ impl EmbeddedOptions {
     }
 }
 
-pub(crate) type TableKey = (String, String);
+pub(crate) type TableKey = (ProjectId, String);
 
 #[derive(Debug)]
 pub struct EmbeddedStore {
     pub(crate) options: EmbeddedOptions,
-    pub(crate) catalog: Arc<FileCatalog>,
+    pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) tables: RwLock<HashMap<TableKey, Arc<CollectionTable>>>,
     /// The next WAL sequence; held while a record is tagged, put in the
     /// tail and queued, so that sequence order is tail order and WAL order.
     next_sequence: Mutex<u64>,
     pub(crate) wal: WalWriter,
-    maintenance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) maintenance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// WAL records after this sequence stay on disk even once they are in
+    /// files, so append observers can be replayed them (`u64::MAX`: none).
+    pub(crate) retained_after: std::sync::atomic::AtomicU64,
     /// Asks the maintenance task to finish its current step and stop.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Held for the life of the store: one process per data directory.
     _lock: std::fs::File,
 }
 
-/// Opens (or creates) the store in `options.data_dir`, replaying the WAL,
-/// and starts background flushing and compaction.
-pub async fn open(options: EmbeddedOptions) -> Result<(Arc<FileCatalog>, Arc<EmbeddedStore>)> {
-    let data_dir = options.data_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || open_blocking(options))
-        .await
-        .map_err(|e| StoreError::Data(format!("opening {}: {e}", data_dir.display())))??;
-    let (catalog, store) = opened;
-    let handle = tokio::spawn(maintenance::run(Arc::downgrade(&store)));
-    *store.maintenance_task.lock() = Some(handle);
-    Ok((catalog, store))
+/// The embedded backend as a whole: the file catalog in the data directory,
+/// the store's WAL and files as sink and table source.
+pub async fn open_backend(options: EmbeddedOptions) -> Result<Backend> {
+    create_dir_all_synced(&options.data_dir)?;
+    let catalog = Arc::new(FileCatalog::open(
+        options.data_dir.join("catalog.json"),
+        options.max_columns_per_collection,
+    )?);
+    let store = open(options, catalog.clone()).await?;
+    Ok(store.backend("embedded", catalog))
 }
 
-fn open_blocking(options: EmbeddedOptions) -> Result<(Arc<FileCatalog>, Arc<EmbeddedStore>)> {
+/// Opens (or creates) the store in `options.data_dir` with the schemas of
+/// `catalog` (any catalog: a PostgreSQL one shared by several nodes works
+/// too), replaying the WAL, and starts background flushing and compaction.
+pub async fn open(
+    options: EmbeddedOptions,
+    catalog: Arc<dyn Catalog>,
+) -> Result<Arc<EmbeddedStore>> {
+    let live: HashSet<ProjectId> = catalog
+        .list_projects()
+        .await?
+        .into_iter()
+        .map(|project| project.id)
+        .collect();
+    let data_dir = options.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || open_blocking(options, catalog, &live))
+        .await
+        .map_err(|e| StoreError::Data(format!("opening {}: {e}", data_dir.display())))??;
+    let handle = tokio::spawn(maintenance::run(Arc::downgrade(&store)));
+    *store.maintenance_task.lock() = Some(handle);
+    Ok(store)
+}
+
+fn open_blocking(
+    options: EmbeddedOptions,
+    catalog: Arc<dyn Catalog>,
+    projects: &HashSet<ProjectId>,
+) -> Result<Arc<EmbeddedStore>> {
     create_dir_all_synced(&options.data_dir)?;
     let lock = lock_data_dir(&options.data_dir)?;
     let wal_dir = options.data_dir.join("wal");
     create_dir_all_synced(&wal_dir)?;
     create_dir_all_synced(&options.data_dir.join("tables"))?;
-    let catalog = Arc::new(FileCatalog::open(
-        options.data_dir.join("catalog.json"),
-        options.max_columns_per_collection,
-    )?);
-    let projects = catalog.project_ids();
-    remove_deleted_projects(&options.data_dir.join("tables"), &projects);
+    remove_deleted_projects(&options.data_dir.join("tables"), projects);
 
     let mut tables: HashMap<TableKey, Arc<CollectionTable>> = HashMap::new();
     let mut highest_sequence = 0_u64;
-    for project_id in projects.keys() {
-        let project_dir = options.data_dir.join("tables").join(project_id);
+    for project_id in projects {
+        let project_dir = options.data_dir.join("tables").join(project_id.as_str());
         let Ok(entries) = std::fs::read_dir(&project_dir) else {
             continue;
         };
         for entry in entries.flatten() {
-            let collection = entry.file_name().to_string_lossy().to_string();
+            let Some(collection) = collection_of_dir(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
             let table = CollectionTable::open(entry.path())?;
             table.remove_orphans()?;
             highest_sequence = highest_sequence.max(table.flushed_sequence());
@@ -120,7 +144,7 @@ fn open_blocking(options: EmbeddedOptions) -> Result<(Arc<FileCatalog>, Arc<Embe
         let is_last = index + 1 == segment_count;
         let last = replay_segment(&segment, is_last, |sequence, bytes| {
             let record = payload::decode(bytes)?;
-            if !projects.contains_key(&record.project_id) {
+            if !projects.contains(&record.project_id) {
                 return Ok(());
             }
             for (collection, batch) in record.batches {
@@ -161,20 +185,17 @@ fn open_blocking(options: EmbeddedOptions) -> Result<(Arc<FileCatalog>, Arc<Embe
     )?;
     let store = Arc::new(EmbeddedStore {
         options,
-        catalog: catalog.clone(),
+        catalog,
         tables: RwLock::new(tables),
         next_sequence: Mutex::new(highest_sequence + 1),
         wal,
         maintenance_task: Mutex::new(None),
+        retained_after: std::sync::atomic::AtomicU64::new(u64::MAX),
         stopping: std::sync::atomic::AtomicBool::new(false),
         _lock: lock,
     });
-    Ok((catalog, store))
+    Ok(store)
 }
-
-/// The message of the error returned when another process holds the
-/// data directory.
-pub const DATA_DIR_IN_USE: &str = "is in use by another rakam process";
 
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
     let path = data_dir.join("LOCK");
@@ -186,28 +207,30 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
         .map_err(StoreError::io(format!("opening {}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Data(format!(
-            "data directory {} {DATA_DIR_IN_USE}",
-            data_dir.display()
-        ))),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::InUse(data_dir.display().to_string()))
+        }
         Err(std::fs::TryLockError::Error(error)) => {
             Err(StoreError::io(format!("locking {}", path.display()))(error))
         }
     }
 }
 
-fn table_dir(data_dir: &std::path::Path, project_id: &str, collection: &str) -> PathBuf {
-    data_dir.join("tables").join(project_id).join(collection)
+fn table_dir(data_dir: &std::path::Path, project_id: &ProjectId, collection: &str) -> PathBuf {
+    data_dir
+        .join("tables")
+        .join(project_id.as_str())
+        .join(collection_dir_name(collection))
 }
 
 /// A project deleted just before a crash may still have files.
-fn remove_deleted_projects(tables_dir: &std::path::Path, live: &HashMap<String, ProjectInfo>) {
+fn remove_deleted_projects(tables_dir: &std::path::Path, live: &HashSet<ProjectId>) {
     let Ok(entries) = std::fs::read_dir(tables_dir) else {
         return;
     };
     for entry in entries.flatten() {
         let id = entry.file_name().to_string_lossy().to_string();
-        if !live.contains_key(&id) {
+        if !live.contains(&ProjectId::new(id.clone())) {
             tracing::info!(project_id = %id, "removing the files of a deleted project");
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -215,8 +238,27 @@ fn remove_deleted_projects(tables_dir: &std::path::Path, live: &HashMap<String, 
 }
 
 impl EmbeddedStore {
-    fn table(&self, project: &ProjectInfo, collection: &str) -> Result<Arc<CollectionTable>> {
-        let key = (project.id.clone(), collection.to_string());
+    /// This store's parts, with `catalog` (the one it was opened with).
+    pub fn backend(self: &Arc<Self>, name: &'static str, catalog: Arc<dyn Catalog>) -> Backend {
+        Backend {
+            name,
+            catalog,
+            sink: self.clone(),
+            tables: self.clone(),
+            native_sql: None,
+            capabilities: Capabilities {
+                replayable_log: true,
+                shared_catalog: false,
+            },
+        }
+    }
+
+    pub(crate) fn table(
+        &self,
+        project: &ProjectId,
+        collection: &str,
+    ) -> Result<Arc<CollectionTable>> {
+        let key = (project.clone(), collection.to_string());
         if let Some(table) = self.tables.read().get(&key) {
             return Ok(table.clone());
         }
@@ -224,7 +266,7 @@ impl EmbeddedStore {
         if let Some(table) = tables.get(&key) {
             return Ok(table.clone());
         }
-        let dir = table_dir(&self.options.data_dir, &project.id, collection);
+        let dir = table_dir(&self.options.data_dir, project, collection);
         create_dir_all_synced(&dir)?;
         let table = Arc::new(CollectionTable::open(dir)?);
         tables.insert(key, table.clone());
@@ -233,20 +275,19 @@ impl EmbeddedStore {
 
     pub(crate) fn existing_table(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         collection: &str,
     ) -> Option<Arc<CollectionTable>> {
         self.tables
             .read()
-            .get(&(project_id.to_string(), collection.to_string()))
+            .get(&(project_id.clone(), collection.to_string()))
             .cloned()
     }
 
     /// The catalog's current schema for a table, which every batch in it fits.
     pub(crate) async fn current_schema(&self, key: &TableKey) -> Option<SchemaRef> {
-        let project = self.catalog.project_ids().get(&key.0)?.name.clone();
-        let schema = self.catalog.schema(&project, &key.1).await.ok()??;
-        Some(schema.arrow_schema())
+        let snapshot = self.catalog.snapshot(&key.0).await.ok()?;
+        Some(snapshot.schema(&key.1)?.arrow_schema())
     }
 
     /// Flushes one table's durable tail. Used by `flush` and the background task.
@@ -271,112 +312,32 @@ impl EmbeddedStore {
     }
 }
 
-#[async_trait]
-impl EventStore for EmbeddedStore {
-    async fn append(
+impl EmbeddedStore {
+    /// Tags the batches with the next sequence, puts them in their tails and
+    /// queues their record to the WAL, under one lock: sequence order is tail
+    /// order and WAL order.
+    pub(crate) fn submit(
         &self,
-        project: &ProjectInfo,
+        touched: &[Arc<CollectionTable>],
         batches: Vec<(String, RecordBatch)>,
-    ) -> Result<()> {
-        if batches.is_empty() {
-            return Ok(());
+        encoded: Vec<u8>,
+    ) -> Result<(u64, DurableReceiver)> {
+        let mut next = self.next_sequence.lock();
+        let sequence = *next;
+        for (table, (_, batch)) in touched.iter().zip(batches) {
+            table.push(sequence, batch);
         }
-        let encoded = payload::encode(&project.id, &batches)?;
-        let mut touched = Vec::with_capacity(batches.len());
-        for (collection, _) in &batches {
-            touched.push(self.table(project, collection)?);
-        }
-        let (sequence, durable) = {
-            let mut next = self.next_sequence.lock();
-            let sequence = *next;
-            for (table, (_, batch)) in touched.iter().zip(batches) {
-                table.push(sequence, batch);
+        match self.wal.submit(sequence, encoded) {
+            Ok(durable) => {
+                *next += 1;
+                Ok((sequence, durable))
             }
-            let durable = match self.wal.submit(sequence, encoded) {
-                Ok(durable) => durable,
-                Err(error) => {
-                    for table in &touched {
-                        table.discard(sequence);
-                    }
-                    return Err(error);
+            Err(error) => {
+                for table in touched {
+                    table.discard(sequence);
                 }
-            };
-            *next += 1;
-            (sequence, durable)
-        };
-        let outcome = durable.await.map_err(|_| StoreError::ShuttingDown)?;
-        if let Err(message) = outcome {
-            for table in &touched {
-                table.discard(sequence);
+                Err(error)
             }
-            return Err(StoreError::Data(message));
         }
-        Ok(())
-    }
-
-    async fn table_provider(
-        &self,
-        project: &ProjectInfo,
-        collection: &str,
-        schema: SchemaRef,
-    ) -> Result<Arc<dyn TableProvider>> {
-        let (files, tail) = match self.existing_table(&project.id, collection) {
-            Some(table) => {
-                let snapshot = table.snapshot(self.wal.durable_sequence());
-                (snapshot.files, snapshot.tail)
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-        let tail = tail
-            .iter()
-            .map(|batch| conform(batch, &schema))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(CollectionProvider::new(schema, files, tail)))
-    }
-
-    async fn stats(&self, project: &ProjectInfo, collection: &str) -> Result<CollectionStats> {
-        Ok(self
-            .existing_table(&project.id, collection)
-            .map(|table| table.stats(self.wal.durable_sequence()))
-            .unwrap_or_default())
-    }
-
-    async fn delete_project(&self, project: &ProjectInfo) -> Result<()> {
-        self.tables
-            .write()
-            .retain(|(project_id, _), _| *project_id != project.id);
-        let dir = self.options.data_dir.join("tables").join(&project.id);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(StoreError::io(format!("removing {}", dir.display()))(error)),
-        }
-    }
-
-    async fn flush(&self) -> Result<()> {
-        let tables: Vec<_> = self
-            .tables
-            .read()
-            .iter()
-            .map(|(k, t)| (k.clone(), t.clone()))
-            .collect();
-        for (key, table) in tables {
-            self.flush_table(&key, table).await?;
-        }
-        maintenance::remove_flushed_wal_segments(self)?;
-        Ok(())
-    }
-
-    async fn shutdown(&self) -> Result<()> {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Release);
-        let task = self.maintenance_task.lock().take();
-        if let Some(task) = task {
-            // Let a running flush or compaction finish rather than abandon it.
-            let _ = task.await;
-        }
-        let flushed = self.flush().await;
-        self.wal.stop();
-        flushed
     }
 }

@@ -73,8 +73,50 @@ fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
 pub(crate) fn replay_segment(
     path: &Path,
     is_last: bool,
-    mut apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<Option<u64>, StoreError> {
+    let context = || format!("reading wal segment {}", path.display());
+    let scan = scan_records(path, apply)?;
+    let (valid_len, file_len) = (scan.valid_len, scan.file_len);
+    if valid_len < file_len && !is_last {
+        // Only the newest segment can end in a torn write; damage anywhere
+        // else would drop acknowledged records, so refuse to guess.
+        return Err(StoreError::Data(format!(
+            "wal segment {} is corrupt at byte {valid_len} of {file_len}; \
+             it holds acknowledged events, so rakam will not start until it is repaired or moved away",
+            path.display()
+        )));
+    }
+    if valid_len < file_len {
+        tracing::warn!(
+            segment = %path.display(),
+            valid_bytes = valid_len,
+            dropped_bytes = file_len - valid_len,
+            "wal segment has a torn or corrupt tail; cutting it off (it was never acknowledged)"
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(StoreError::io(context()))?;
+        file.set_len(valid_len).map_err(StoreError::io(context()))?;
+        file.sync_all().map_err(StoreError::io(context()))?;
+    }
+    Ok(scan.last_sequence)
+}
+
+pub(crate) struct Scan {
+    valid_len: u64,
+    file_len: u64,
+    last_sequence: Option<u64>,
+}
+
+/// Reads the intact records of a segment, in order, stopping at the first
+/// that is incomplete or fails its checksum. Changes nothing: safe on the
+/// segment the writer is appending to.
+pub(crate) fn scan_records(
+    path: &Path,
+    mut apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<Scan, StoreError> {
     let context = || format!("reading wal segment {}", path.display());
     let file = File::open(path).map_err(StoreError::io(context()))?;
     let file_len = file.metadata().map_err(StoreError::io(context()))?.len();
@@ -109,30 +151,11 @@ pub(crate) fn replay_segment(
         last_sequence = Some(sequence);
         valid_len += HEADER_LEN as u64 + length;
     }
-    if valid_len < file_len && !is_last {
-        // Only the newest segment can end in a torn write; damage anywhere
-        // else would drop acknowledged records, so refuse to guess.
-        return Err(StoreError::Data(format!(
-            "wal segment {} is corrupt at byte {valid_len} of {file_len}; \
-             it holds acknowledged events, so rakam will not start until it is repaired or moved away",
-            path.display()
-        )));
-    }
-    if valid_len < file_len {
-        tracing::warn!(
-            segment = %path.display(),
-            valid_bytes = valid_len,
-            dropped_bytes = file_len - valid_len,
-            "wal segment has a torn or corrupt tail; cutting it off (it was never acknowledged)"
-        );
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(StoreError::io(context()))?;
-        file.set_len(valid_len).map_err(StoreError::io(context()))?;
-        file.sync_all().map_err(StoreError::io(context()))?;
-    }
-    Ok(last_sequence)
+    Ok(Scan {
+        valid_len,
+        file_len,
+        last_sequence,
+    })
 }
 
 /// Fills `buffer`; true if the file ended first.

@@ -7,8 +7,8 @@ use datafusion::arrow::array::{AsArray, Int64Array};
 use datafusion::prelude::SessionContext;
 use rakam_model::{Column, FieldType};
 use rakam_store_api::conformance::batch_of;
-use rakam_store_api::{Catalog, EventStore};
-use rakam_store_embedded::{open, EmbeddedOptions};
+use rakam_store_api::Append;
+use rakam_store_embedded::{open_backend, EmbeddedOptions};
 
 fn manifest_files(dir: &std::path::Path, project_id: &str) -> usize {
     let path = dir
@@ -26,12 +26,12 @@ async fn small_files_are_merged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut options = EmbeddedOptions::new(dir.path());
     options.compaction_min_files = 4;
-    let (catalog, store) = open(options).await.expect("open");
-    catalog.create_project("p").await.expect("project");
-    let project = catalog.project("p").await.expect("lookup").expect("exists");
-    let schema = catalog
+    let backend = open_backend(options).await.expect("open");
+    let (project, _) = backend.catalog.create_project("p").await.expect("project");
+    let evolved = backend
+        .catalog
         .evolve(
-            "p",
+            &project.id,
             "e",
             &[Column {
                 name: "n".into(),
@@ -39,8 +39,8 @@ async fn small_files_are_merged() {
             }],
         )
         .await
-        .expect("evolve")
-        .schema;
+        .expect("evolve");
+    let schema = evolved.schema;
     for round in 0..6_i64 {
         let values: Vec<i64> = (round * 10..round * 10 + 10).collect();
         let times: Vec<i64> = values.iter().map(|v| 1_000 - v).collect();
@@ -49,19 +49,25 @@ async fn small_files_are_merged() {
             &times,
             vec![("n", Arc::new(Int64Array::from(values)))],
         );
-        store
-            .append(&project, vec![("e".into(), batch)])
+        backend
+            .sink
+            .append(Append {
+                project: project.id.clone(),
+                schema_version: evolved.version,
+                batches: vec![("e".into(), batch)],
+            })
             .await
             .expect("append");
-        store.flush().await.expect("flush");
+        backend.sink.flush().await.expect("flush");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while manifest_files(dir.path(), &project.id) > 1 {
+    while manifest_files(dir.path(), project.id.as_str()) > 1 {
         assert!(Instant::now() < deadline, "files were not merged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let provider = store
-        .table_provider(&project, "e", schema.arrow_schema())
+    let provider = backend
+        .tables
+        .table_provider(&project.id, "e", schema.arrow_schema())
         .await
         .expect("provider");
     let context = SessionContext::new();

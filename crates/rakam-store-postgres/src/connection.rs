@@ -45,7 +45,7 @@ impl PgOptions {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub options: PgOptions,
-    base: tokio_postgres::Config,
+    pub(crate) base: tokio_postgres::Config,
     admin: Pool,
     readers: Mutex<HashMap<String, Pool>>,
 }

@@ -83,23 +83,32 @@ pub(crate) async fn load_columns(
     if rows.is_empty() {
         return Ok(None);
     }
-    let parse = |text: String| {
-        FieldType::parse(&text)
-            .map_err(|_| StoreError::Data(format!("unknown column type {text:?} in metadata")))
-    };
     let mut columns = Vec::with_capacity(rows.len());
     for row in rows {
         // A collection without columns yet is one row of nulls.
         let Some(name) = row.get::<_, Option<String>>(0) else {
             continue;
         };
-        columns.push(StoredColumn {
-            name,
-            field_type: parse(row.get(1))?,
-            first_type: parse(row.get(2))?,
-        });
+        columns.push(stored_column(name, row.get(1), row.get(2))?);
     }
     Ok(Some(columns))
+}
+
+/// A column from its metadata row.
+pub(crate) fn stored_column(
+    name: String,
+    field_type: String,
+    first_type: String,
+) -> Result<StoredColumn> {
+    let parse = |text: String| {
+        FieldType::parse(&text)
+            .map_err(|_| StoreError::Data(format!("unknown column type {text:?} in metadata")))
+    };
+    Ok(StoredColumn {
+        name,
+        field_type: parse(field_type)?,
+        first_type: parse(first_type)?,
+    })
 }
 
 /// Starts a schema change: a transaction whose lock waits give up after

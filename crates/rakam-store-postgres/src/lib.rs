@@ -9,6 +9,7 @@
 
 mod arrow_rows;
 mod catalog;
+mod catalog_cache;
 mod connection;
 mod copy_in;
 mod ddl;
@@ -27,7 +28,7 @@ pub use store::PgStore;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rakam_store_api::Result;
+use rakam_store_api::{Backend, Capabilities, Result};
 
 /// Connections unused this long are closed.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -50,4 +51,21 @@ pub async fn open(options: PgOptions) -> Result<(Arc<PgCatalog>, Arc<PgStore>)> 
         Arc::new(PgCatalog::new(shared.clone())),
         Arc::new(PgStore::new(shared)),
     ))
+}
+
+/// The PostgreSQL backend as a whole: catalog, sink, tables and SQL engine
+/// in the database.
+pub async fn open_backend(options: PgOptions) -> Result<Backend> {
+    let (catalog, store) = open(options).await?;
+    Ok(Backend {
+        name: "postgres",
+        catalog,
+        sink: store.clone(),
+        native_sql: Some(store.native_sql()),
+        tables: store,
+        capabilities: Capabilities {
+            replayable_log: false,
+            shared_catalog: true,
+        },
+    })
 }

@@ -12,10 +12,11 @@ use tokio_postgres::error::SqlState;
 use crate::connection::{pg_error, Shared};
 
 /// Append only: a released migration is never edited.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "projects, keys, collections and columns",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "projects, keys, collections and columns",
+        r#"
 CREATE TABLE rakam_meta.projects (
     name text PRIMARY KEY,
     id text NOT NULL UNIQUE,
@@ -46,7 +47,13 @@ CREATE TABLE rakam_meta.columns (
 );
 REVOKE ALL ON SCHEMA rakam_meta FROM PUBLIC;
 "#,
-)];
+    ),
+    (
+        2,
+        "a metadata version per project, for cached snapshots",
+        "ALTER TABLE rakam_meta.projects ADD COLUMN version bigint NOT NULL DEFAULT 1;",
+    ),
+];
 
 pub(crate) async fn apply(shared: &Shared) -> Result<()> {
     let mut client = shared.admin().await?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use rakam_store_api::{NativeDialect, NativeOutput, NativeSql, ProjectInfo, Result, StoreError};
+use rakam_store_api::{NativeDialect, NativeOutput, NativeSql, ProjectId, Result, StoreError};
 use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::NoTls;
 
@@ -74,12 +74,12 @@ impl NativeSql for PgNativeSql {
 
     async fn execute(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         sql: &str,
         max_rows: u64,
         timeout: Duration,
     ) -> Result<NativeOutput> {
-        let mut client = self.shared.reader(&project.id).await?;
+        let mut client = self.shared.reader(project.as_str()).await?;
         let cancel = client.cancel_token();
         let run = async {
             let (transaction, statement) = begin_and_prepare(&mut client, sql, timeout).await?;
@@ -127,8 +127,8 @@ impl NativeSql for PgNativeSql {
         }
     }
 
-    async fn describe(&self, project: &ProjectInfo, sql: &str) -> Result<SchemaRef> {
-        let mut client = self.shared.reader(&project.id).await?;
+    async fn describe(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef> {
+        let mut client = self.shared.reader(project.as_str()).await?;
         let timeout = self.shared.options.statement_timeout;
         let (transaction, statement) = begin_and_prepare(&mut client, sql, timeout).await?;
         let schema = schema_of(statement.columns())?;

@@ -376,12 +376,7 @@ mod tests {
         let (catalog, _store) = crate::open(PgOptions::new(database.url.clone()))
             .await
             .expect("open");
-        catalog.create_project("slow").await.expect("project");
-        let project = catalog
-            .project("slow")
-            .await
-            .expect("lookup")
-            .expect("exists");
+        let (project, _) = catalog.create_project("slow").await.expect("project");
         let shared = Arc::new(
             Shared::connect(PgOptions::new(database.url.clone()))
                 .await
@@ -390,7 +385,7 @@ mod tests {
         let marker = "rakam_cancel_marker";
         let scan = PgScan {
             shared: shared.clone(),
-            project_id: project.id.clone(),
+            project_id: project.id.to_string(),
             sql: format!("SELECT pg_sleep(60)::text AS {marker}"),
             schema: Arc::new(Schema::new(vec![Field::new(marker, DataType::Utf8, true)])),
         };

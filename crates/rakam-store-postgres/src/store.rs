@@ -15,14 +15,16 @@ use datafusion::catalog::TableProvider;
 use futures::{pin_mut, SinkExt};
 use parking_lot::Mutex;
 use rakam_model::{FieldType, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
-use rakam_store_api::{CollectionStats, EventStore, NativeSql, ProjectInfo, Result, StoreError};
+use rakam_store_api::{
+    Append, CollectionStats, EventSink, LogPosition, LoggedAppend, ProjectId, Result, StoreError,
+    TableSource,
+};
 use tokio_postgres::error::SqlState;
 
 use crate::connection::{pg_error, Shared};
 use crate::copy_in::{check_batch, encode_rows, HEADER, TRAILER};
 use crate::ddl::{self, StoredColumn};
 use crate::names::{data_table, next_month, physical_column, quote, view};
-use crate::native_sql::PgNativeSql;
 use crate::provider::PgCollectionProvider;
 
 /// Rows encoded per message sent to the server.
@@ -97,11 +99,11 @@ impl PgStore {
     /// The physical column each field of the batch goes to.
     async fn physical_columns(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         collection: &str,
         schema: &SchemaRef,
     ) -> Result<Vec<String>> {
-        let key = (project.id.clone(), collection.to_string());
+        let key = (project.as_str().to_string(), collection.to_string());
         let resolve = |columns: &[StoredColumn]| -> Option<Vec<String>> {
             schema
                 .fields()
@@ -125,7 +127,7 @@ impl PgStore {
             return Ok(resolved);
         }
         let client = self.shared.admin().await?;
-        let columns = ddl::load_columns(&client, &project.id, collection)
+        let columns = ddl::load_columns(&client, project.as_str(), collection)
             .await?
             .ok_or_else(|| {
                 StoreError::Data(format!("collection {collection:?} has no table yet"))
@@ -141,7 +143,7 @@ impl PgStore {
 
     async fn ensure_partitions(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         collection: &str,
         months: &[(i32, u32)],
     ) -> Result<()> {
@@ -151,7 +153,7 @@ impl PgStore {
                 .iter()
                 .copied()
                 .filter(|(y, m)| {
-                    !known.contains(&(project.id.clone(), collection.to_string(), *y, *m))
+                    !known.contains(&(project.as_str().to_string(), collection.to_string(), *y, *m))
                 })
                 .collect()
         };
@@ -173,26 +175,48 @@ impl PgStore {
         .await?;
         let mut known = self.partitions.lock();
         for (year, month) in wanted {
-            known.insert((project.id.clone(), collection.to_string(), year, month));
+            known.insert((
+                project.as_str().to_string(),
+                collection.to_string(),
+                year,
+                month,
+            ));
         }
         Ok(())
     }
 
     async fn create_partitions(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         collection: &str,
         months: &[(i32, u32)],
     ) -> Result<()> {
         let mut client = self.shared.admin().await?;
         let transaction =
             ddl::begin_schema_change(&mut client, self.shared.options.ddl_lock_timeout).await?;
-        ddl::lock_project(&transaction, &project.id).await?;
-        ddl::create_partitions(&transaction, &project.id, collection, months).await?;
+        ddl::lock_project(&transaction, project.as_str()).await?;
+        ddl::create_partitions(&transaction, project.as_str(), collection, months).await?;
         transaction
             .commit()
             .await
             .map_err(pg_error("committing partitions"))
+    }
+
+    /// Whether the collection's table exists; known collections cost no
+    /// round trip.
+    async fn collection_exists(&self, project: &ProjectId, collection: &str) -> Result<bool> {
+        let key = (project.as_str().to_string(), collection.to_string());
+        if self.columns.lock().contains_key(&key) {
+            return Ok(true);
+        }
+        let client = self.shared.admin().await?;
+        match ddl::load_columns(&client, project.as_str(), collection).await? {
+            Some(columns) => {
+                self.columns.lock().insert(key, Arc::new(columns));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn forget(&self, project_id: &str) {
@@ -204,12 +228,15 @@ impl PgStore {
 }
 
 #[async_trait]
-impl EventStore for PgStore {
-    async fn append(
-        &self,
-        project: &ProjectInfo,
-        batches: Vec<(String, RecordBatch)>,
-    ) -> Result<()> {
+impl EventSink for PgStore {
+    /// One transaction per call, whatever its size: all of it or none.
+    /// Batches built for an older schema version still fit: a widened
+    /// column keeps a physical column per type it has had.
+    async fn append(&self, append: Append) -> Result<Option<LogPosition>> {
+        let Append {
+            project, batches, ..
+        } = append;
+        let project = &project;
         let mut plans = Vec::with_capacity(batches.len());
         for (collection, batch) in batches {
             if batch.num_rows() == 0 {
@@ -225,7 +252,7 @@ impl EventStore for PgStore {
             plans.push((collection, batch, physical));
         }
         if plans.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut client = self.shared.admin().await?;
         let transaction = client
@@ -236,7 +263,7 @@ impl EventStore for PgStore {
             let columns: Vec<String> = physical.iter().map(|c| quote(c)).collect();
             let statement = format!(
                 "COPY {} ({}) FROM STDIN (FORMAT binary)",
-                data_table(&project.id, collection),
+                data_table(project.as_str(), collection),
                 columns.join(", ")
             );
             let sink = transaction
@@ -268,33 +295,64 @@ impl EventStore for PgStore {
             .commit()
             .await
             .map_err(pg_error("committing an append"))?;
+        Ok(None)
+    }
+
+    async fn replay(&self, _after: LogPosition) -> Result<Option<Vec<LoggedAppend>>> {
+        Ok(None)
+    }
+
+    async fn delete_project(&self, project: &ProjectId) -> Result<()> {
+        let mut client = self.shared.admin().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(pg_error("starting project deletion"))?;
+        ddl::lock_project(&transaction, project.as_str()).await?;
+        ddl::drop_project_objects(&transaction, project.as_str()).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(pg_error("committing project deletion"))?;
+        self.shared.forget_reader(project.as_str());
+        self.forget(project.as_str());
         Ok(())
     }
 
+    async fn flush(&self) -> Result<()> {
+        // Every acknowledged append is already committed.
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.shared.close();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TableSource for PgStore {
     async fn table_provider(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         collection: &str,
         schema: SchemaRef,
     ) -> Result<Arc<dyn TableProvider>> {
-        let client = self.shared.admin().await?;
-        let exists = ddl::load_columns(&client, &project.id, collection)
-            .await?
-            .is_some();
+        let exists = self.collection_exists(project, collection).await?;
         Ok(Arc::new(PgCollectionProvider::new(
             self.shared.clone(),
-            &project.id,
+            project.as_str(),
             collection,
             schema,
             exists,
         )))
     }
 
-    async fn stats(&self, project: &ProjectInfo, collection: &str) -> Result<CollectionStats> {
+    async fn stats(&self, project: &ProjectId, collection: &str) -> Result<CollectionStats> {
         let client = self.shared.admin().await?;
         let sql = format!(
             "SELECT count(*), count(_unmapped) FROM {}",
-            view(&project.id, collection)
+            view(project.as_str(), collection)
         );
         match client.query_one(&sql, &[]).await {
             Ok(row) => Ok(CollectionStats {
@@ -312,54 +370,28 @@ impl EventStore for PgStore {
             Err(error) => Err(pg_error("counting rows")(error)),
         }
     }
-
-    async fn delete_project(&self, project: &ProjectInfo) -> Result<()> {
-        let mut client = self.shared.admin().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(pg_error("starting project deletion"))?;
-        ddl::lock_project(&transaction, &project.id).await?;
-        ddl::drop_project_objects(&transaction, &project.id).await?;
-        transaction
-            .commit()
-            .await
-            .map_err(pg_error("committing project deletion"))?;
-        self.shared.forget_reader(&project.id);
-        self.forget(&project.id);
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<()> {
-        // Every acknowledged append is already committed.
-        Ok(())
-    }
-
-    async fn shutdown(&self) -> Result<()> {
-        self.shared.close();
-        Ok(())
-    }
-
-    fn native_sql(&self) -> Option<Arc<dyn NativeSql>> {
-        Some(Arc::new(PgNativeSql::new(self.shared.clone())))
-    }
 }
 
 impl PgStore {
+    /// The database's own SQL engine, for the query surface.
+    pub fn native_sql(&self) -> Arc<dyn rakam_store_api::NativeSql> {
+        Arc::new(crate::native_sql::PgNativeSql::new(self.shared.clone()))
+    }
+
     /// A failed COPY may mean our caches are stale (a partition or column
     /// dropped by another process): forget them so the retry reloads.
     fn copy_failed(
         &self,
-        project: &ProjectInfo,
+        project: &ProjectId,
         collection: &str,
         error: &tokio_postgres::Error,
     ) -> StoreError {
         self.columns
             .lock()
-            .remove(&(project.id.clone(), collection.to_string()));
+            .remove(&(project.as_str().to_string(), collection.to_string()));
         self.partitions
             .lock()
-            .retain(|(id, c, _, _)| !(id == &project.id && c == collection));
+            .retain(|(id, c, _, _)| !(id == project.as_str() && c == collection));
         crate::connection::classify("writing rows", error)
     }
 }

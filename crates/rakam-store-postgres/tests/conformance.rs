@@ -1,13 +1,11 @@
-//! The shared event-store conformance suite, run on PostgreSQL: each test
-//! gets a database of its own, dropped afterwards.
-
-use std::sync::Arc;
+//! The shared conformance suite, run on PostgreSQL: each test gets a
+//! database of its own, dropped afterwards.
 
 use async_trait::async_trait;
 use rakam_store_api::conformance::StoreFactory;
-use rakam_store_api::{event_store_conformance_tests, Catalog, EventStore};
+use rakam_store_api::{event_store_conformance_tests, Backend};
 use rakam_store_postgres::testing::TempDatabase;
-use rakam_store_postgres::{open, PgOptions};
+use rakam_store_postgres::{open_backend, PgOptions};
 
 struct PostgresFactory {
     database: TempDatabase,
@@ -21,11 +19,10 @@ impl PostgresFactory {
 
 #[async_trait]
 impl StoreFactory for PostgresFactory {
-    async fn open(&self) -> (Arc<dyn Catalog>, Arc<dyn EventStore>) {
+    async fn open(&self) -> Backend {
         let mut options = PgOptions::new(self.database.url.clone());
         options.pool_size = 4;
-        let (catalog, store) = open(options).await.expect("open PostgreSQL store");
-        (catalog, store)
+        open_backend(options).await.expect("open PostgreSQL store")
     }
 }
 

@@ -8,10 +8,10 @@ pub mod expected;
 
 use std::sync::Arc;
 
-use rakam_ingest::{EventInput, IngestLimits, Ingester};
+use rakam_ingest::{Atomicity, EventInput, IngestLimits, Pipeline, RequestContext};
 use rakam_query::{QueryEngine, QueryLimits};
-use rakam_store_api::{Catalog, EventStore, ProjectInfo};
-use rakam_store_embedded::{open, EmbeddedOptions};
+use rakam_store_api::{Catalog, ProjectInfo, ProjectSnapshot};
+use rakam_store_embedded::{open_backend, EmbeddedOptions};
 use rakam_store_postgres::testing::TempDatabase;
 use serde_json::{Map, Value};
 
@@ -35,10 +35,10 @@ pub fn available(backend: Backend, purpose: &str) -> bool {
 pub struct TestStore {
     _dir: tempfile::TempDir,
     _database: Option<TempDatabase>,
+    pub backend: rakam_store_api::Backend,
     pub catalog: Arc<dyn Catalog>,
-    pub store: Arc<dyn EventStore>,
     pub project: ProjectInfo,
-    pub ingester: Ingester,
+    pub pipeline: Pipeline,
     pub engine: QueryEngine,
 }
 
@@ -54,37 +54,45 @@ impl TestStore {
     /// (after a loud message; a failure when services are required).
     pub async fn on(backend: Backend, project: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (catalog, store, database): (Arc<dyn Catalog>, Arc<dyn EventStore>, _) = match backend {
+        let (assembled, database) = match backend {
             Backend::Embedded => {
-                let (catalog, store) = open(EmbeddedOptions::new(dir.path()))
+                let assembled = open_backend(EmbeddedOptions::new(dir.path()))
                     .await
                     .expect("open store");
-                (catalog, store, None)
+                (assembled, None)
             }
             Backend::Postgres => {
                 let database = TempDatabase::create("a test on PostgreSQL")?;
                 let options = rakam_store_postgres::PgOptions::new(database.url.clone());
-                let (catalog, store) = rakam_store_postgres::open(options)
+                let assembled = rakam_store_postgres::open_backend(options)
                     .await
                     .expect("open PostgreSQL store");
-                (catalog, store, Some(database))
+                (assembled, Some(database))
             }
         };
-        catalog.create_project(project).await.expect("project");
-        let project = catalog
-            .project(project)
-            .await
-            .expect("lookup")
-            .expect("exists");
+        let catalog = assembled.catalog.clone();
+        let (project, _keys) = catalog.create_project(project).await.expect("project");
         Some(Self {
             _dir: dir,
             _database: database,
-            ingester: Ingester::new(catalog.clone(), store.clone(), IngestLimits::default()),
-            engine: QueryEngine::new(catalog.clone(), store.clone(), QueryLimits::default()),
+            pipeline: Pipeline::new(
+                catalog.clone(),
+                assembled.sink.clone(),
+                IngestLimits::default(),
+            ),
+            engine: QueryEngine::new(&assembled, QueryLimits::default()),
+            backend: assembled,
             catalog,
-            store,
             project,
         })
+    }
+
+    /// The project's metadata now, as one request would read it.
+    pub async fn snapshot(&self) -> Arc<ProjectSnapshot> {
+        self.catalog
+            .snapshot(&self.project.id)
+            .await
+            .expect("snapshot")
     }
 
     /// Ingests events (properties objects) into `collection` through the
@@ -101,8 +109,13 @@ impl TestStore {
             })
             .collect();
         let outcome = self
-            .ingester
-            .ingest(&self.project, inputs, true)
+            .pipeline
+            .ingest(
+                &self.snapshot().await,
+                inputs,
+                &RequestContext::default(),
+                Atomicity::AllOrNothing,
+            )
             .await
             .expect("ingest");
         assert!(

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rakam_config::Config;
+use rakam_config::{Config, StorageConfig};
 
 /// Rakam: self-hosted event analytics in one binary.
 #[derive(Debug, Parser)]
@@ -21,16 +21,16 @@ pub struct Overrides {
     /// Address to listen on (server.listen).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Directory of the embedded store (storage.data_dir).
+    /// Directory of the embedded store (storage.embedded.data_dir).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// `embedded` or `postgres` (storage.backend).
     #[arg(long = "store")]
     pub store: Option<String>,
-    /// Database of the postgres backend (storage.postgres_url).
+    /// Database of the postgres backend (storage.postgres.url).
     #[arg(long)]
     pub postgres_url: Option<String>,
-    /// `fsync` or `os` (storage.durability).
+    /// `fsync` or `os` (storage.embedded.durability).
     #[arg(long)]
     pub durability: Option<String>,
     /// Lock key required to create projects (server.lock_key).
@@ -70,17 +70,37 @@ pub fn effective_config(
     if let Some(listen) = &overrides.listen {
         config.server.listen = listen.clone();
     }
-    if let Some(data_dir) = &overrides.data_dir {
-        config.storage.data_dir = data_dir.clone();
-    }
     if let Some(store) = &overrides.store {
-        config.storage.backend = store.clone();
+        if store != config.storage.backend_name() {
+            config.storage = StorageConfig::default_for(store).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--store {store:?} is not available; this build has {}",
+                    rakam_config::BACKENDS.join(", ")
+                )
+            })?;
+        }
     }
-    if let Some(url) = &overrides.postgres_url {
-        config.storage.postgres_url = url.clone();
+    let backend = config.storage.backend_name();
+    let not_for = |flag: &str| {
+        anyhow::anyhow!("{flag} does not apply to the {backend} backend (storage.backend)")
+    };
+    if let Some(data_dir) = &overrides.data_dir {
+        match &mut config.storage {
+            StorageConfig::Embedded(embedded) => embedded.data_dir = data_dir.clone(),
+            _ => return Err(not_for("--data-dir")),
+        }
     }
     if let Some(durability) = &overrides.durability {
-        config.storage.durability = durability.clone();
+        match &mut config.storage {
+            StorageConfig::Embedded(embedded) => embedded.durability = durability.clone(),
+            _ => return Err(not_for("--durability")),
+        }
+    }
+    if let Some(url) = &overrides.postgres_url {
+        match &mut config.storage {
+            StorageConfig::Postgres(postgres) => postgres.url = url.clone(),
+            _ => return Err(not_for("--postgres-url")),
+        }
     }
     if let Some(lock_key) = &overrides.lock_key {
         config.server.lock_key = lock_key.clone();

@@ -19,7 +19,7 @@ impl Harness {
 
     pub async fn on(backend: Backend) -> Option<Self> {
         let store = TestStore::on(backend, "analysis").await?;
-        let analyzer = Analyzer::new(store.catalog.clone(), store.engine.clone());
+        let analyzer = Analyzer::new(store.engine.clone());
         Some(Self { store, analyzer })
     }
 
@@ -32,7 +32,7 @@ impl Harness {
     pub async fn analyze(&self, kind: &str, request: Value) -> Result<Value, String> {
         let kind = AnalysisKind::parse(kind).unwrap_or_else(|| panic!("unknown analysis {kind}"));
         self.analyzer
-            .run(kind, &self.store.project, request)
+            .run(kind, &self.store.snapshot().await, request)
             .await
             .map_err(|e| e.to_string())
     }

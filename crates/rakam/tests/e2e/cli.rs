@@ -28,11 +28,15 @@ fn config_prints_the_effective_configuration() {
     assert_eq!(printed["server"]["listen"].as_str(), Some("0.0.0.0:1234"));
     assert_eq!(printed["query"]["max_limit"].as_integer(), Some(500));
     assert_eq!(printed["query"]["default_limit"].as_integer(), Some(7));
-    assert_eq!(printed["storage"]["durability"].as_str(), Some("fsync"));
+    assert_eq!(printed["storage"]["backend"].as_str(), Some("embedded"));
+    assert_eq!(
+        printed["storage"]["embedded"]["durability"].as_str(),
+        Some("fsync")
+    );
 
     let bad = Command::new(binary())
         .args(["config"])
-        .env("RAKAM_STORAGE__DURABILITY", "sometimes")
+        .env("RAKAM_STORAGE__EMBEDDED__DURABILITY", "sometimes")
         .output()
         .expect("run rakam config");
     assert!(!bad.status.success());

@@ -131,8 +131,6 @@ impl TestServer {
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
             .args(self.store_args())
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -167,7 +165,11 @@ impl TestServer {
                 "--postgres-url".into(),
                 database.url.clone(),
             ],
-            None => Vec::new(),
+            None if self.extra_args.iter().any(|a| a == "--store") => Vec::new(),
+            None => vec![
+                "--data-dir".into(),
+                self.data_dir.to_string_lossy().to_string(),
+            ],
         }
     }
 

@@ -1,0 +1,122 @@
+//! Who is asking: the client's address (the socket's peer, or what a
+//! trusted proxy says in `X-Forwarded-For`), user agent and referrer.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{header, HeaderMap};
+use rakam_ingest::RequestContext;
+
+use crate::AppState;
+
+fn in_network(address: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (address.to_canonical(), network.to_canonical()) {
+        (IpAddr::V4(address), IpAddr::V4(network)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(address) & mask == u32::from(network) & mask
+        }
+        (IpAddr::V6(address), IpAddr::V6(network)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(address) & mask == u128::from(network) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The client's address. Behind trusted proxies, `X-Forwarded-For` is read
+/// from the right, skipping the proxies' own entries: the first address not
+/// of a trusted proxy is the client (entries further left could be forged).
+pub(crate) fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[(IpAddr, u8)],
+) -> IpAddr {
+    let is_trusted = |address: IpAddr| {
+        trusted
+            .iter()
+            .any(|(network, prefix)| in_network(address, *network, *prefix))
+    };
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .collect();
+    let mut client = peer;
+    for address in forwarded.into_iter().rev() {
+        client = address;
+        if !is_trusted(address) {
+            break;
+        }
+    }
+    client
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+}
+
+pub(crate) fn request_context(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> RequestContext {
+    RequestContext {
+        client_ip: Some(client_address(peer.ip(), headers, &state.trusted_proxies)),
+        user_agent: header_text(headers, header::USER_AGENT),
+        referrer: header_text(headers, header::REFERER),
+        received_at_ms: rakam_common::time::now_millis(),
+        request_id: uuid_like(),
+    }
+}
+
+/// A random request id (for logs).
+fn uuid_like() -> String {
+    rakam_store_api::random_key()[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec![(ip("10.0.0.0"), 8)];
+        let headers = forwarded("6.6.6.6, 1.2.3.4, 10.0.0.7");
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &headers, &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_address(ip("9.9.9.9"), &headers, &trusted),
+            ip("9.9.9.9")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.1"), &forwarded("2001:db8::5"), &trusted),
+            ip("2001:db8::5")
+        );
+        assert!(in_network(ip("2001:db8::1"), ip("2001:db8::"), 32));
+        assert!(!in_network(ip("2001:db9::1"), ip("2001:db8::"), 32));
+        assert!(in_network(ip("1.2.3.4"), ip("0.0.0.0"), 0));
+    }
+}

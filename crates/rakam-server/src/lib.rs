@@ -1,0 +1,190 @@
+//! The `Rakam` service: everything the API does, with no protocol in it.
+//! The HTTP crate and the CLI translate requests into these calls; a second
+//! protocol (a PostgreSQL wire endpoint) would only translate too.
+//!
+//! ```text
+//! protocol ─▶ Rakam ─▶ authenticate ─▶ snapshot (one per request)
+//!                   ├▶ Pipeline (rakam-ingest) ─▶ sink ─▶ observers
+//!                   ├▶ QueryEngine (rakam-query) ─▶ table source / native SQL
+//!                   └▶ Analyzer (rakam-analysis) ─▶ QueryEngine
+//! ```
+
+mod collect;
+mod error;
+mod projects;
+mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rakam_analysis::{AnalysisKind, Analyzer};
+use rakam_config::Config;
+use rakam_ingest::{IngestLimits, Pipeline};
+use rakam_query::{QueryEngine, QueryLimits, QueryOutput, QueryStream};
+use rakam_store_api::{Backend, KeyKind, ProjectInfo, ProjectSnapshot};
+use serde_json::Value;
+
+pub use collect::CollectRequest;
+pub use error::ServiceError;
+pub use projects::CollectionDescription;
+pub use storage::{embedded_options, open_backend, postgres_options};
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct Rakam {
+    config: Arc<Config>,
+    backend: Backend,
+    pipeline: Pipeline,
+    query: QueryEngine,
+    analyzer: Analyzer,
+}
+
+pub fn ingest_limits(config: &Config) -> IngestLimits {
+    let limits = &config.limits;
+    IngestLimits {
+        max_request_bytes: limits.max_request_bytes,
+        max_bulk_bytes: limits.max_bulk_bytes,
+        max_event_bytes: limits.max_event_bytes,
+        max_batch_events: limits.max_batch_events,
+        max_properties_per_event: limits.max_properties_per_event,
+        max_string_bytes: limits.max_string_bytes,
+    }
+}
+
+pub fn query_limits(config: &Config) -> QueryLimits {
+    QueryLimits {
+        default_limit: config.query.default_limit,
+        max_limit: config.query.max_limit,
+        statement_timeout: Duration::from_secs(config.query.statement_timeout_secs),
+        memory_limit_bytes: config.query.memory_limit_bytes,
+    }
+}
+
+impl Rakam {
+    /// Opens the backend the config names and starts the service.
+    pub async fn open(config: Config) -> Result<Self> {
+        let backend = open_backend(&config).await?;
+        tracing::info!(backend = backend.name, "store opened");
+        Self::start(config, backend, Pipeline::new).await
+    }
+
+    /// The service over an assembled backend; `pipeline` builds the ingest
+    /// pipeline from the catalog, the sink and the limits (to add mappers
+    /// and observers). Observers are replayed what they missed first.
+    pub async fn start(
+        config: Config,
+        backend: Backend,
+        pipeline: impl FnOnce(
+            Arc<dyn rakam_store_api::Catalog>,
+            Arc<dyn rakam_store_api::EventSink>,
+            IngestLimits,
+        ) -> Pipeline,
+    ) -> Result<Self> {
+        let pipeline = pipeline(
+            backend.catalog.clone(),
+            backend.sink.clone(),
+            ingest_limits(&config),
+        );
+        let replayed = pipeline.start().await?;
+        if replayed > 0 {
+            tracing::info!(replayed, "append observers caught up");
+        }
+        let query = QueryEngine::new(&backend, query_limits(&config));
+        Ok(Self {
+            config: Arc::new(config),
+            analyzer: Analyzer::new(query.clone()),
+            backend,
+            pipeline,
+            query,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn ingest_limits(&self) -> &IngestLimits {
+        self.pipeline.limits()
+    }
+
+    /// The project a key belongs to, if the key grants `required`. `name`
+    /// says where the key came from, for the error message.
+    pub async fn authenticate(
+        &self,
+        key: &str,
+        required: KeyKind,
+        name: &str,
+    ) -> Result<ProjectInfo> {
+        if key.is_empty() {
+            return Err(ServiceError::MissingKey(format!("{name} is missing")));
+        }
+        match self.backend.catalog.authenticate(key).await? {
+            Some((project, kind)) if kind.grants(required) => Ok(project),
+            Some(_) => Err(ServiceError::InvalidKey(format!(
+                "{name} is not a {} of this project",
+                required.parameter_name()
+            ))),
+            None => Err(ServiceError::InvalidKey(format!("{name} is invalid"))),
+        }
+    }
+
+    /// The project's metadata for one request: ingest, the query session
+    /// and the analyzer of the request all read this one snapshot.
+    pub async fn snapshot(&self, project: &ProjectInfo) -> Result<Arc<ProjectSnapshot>> {
+        Ok(self.backend.catalog.snapshot(&project.id).await?)
+    }
+
+    /// Runs a read-only statement within the row limit and the timeout.
+    pub async fn execute(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryOutput> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.query.execute(&snapshot, sql, limit).await?)
+    }
+
+    /// Like [`Self::execute`], handing out batches as they are computed.
+    pub async fn execute_stream(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryStream> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.query.execute_stream(&snapshot, sql, limit).await?)
+    }
+
+    /// The columns a statement would return, without running it.
+    pub async fn metadata(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+    ) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.query.metadata(&snapshot, sql).await?)
+    }
+
+    /// Runs a funnel, retention, segmentation or flow from its JSON request.
+    pub async fn analyze(
+        &self,
+        kind: AnalysisKind,
+        project: &ProjectInfo,
+        request: Value,
+    ) -> Result<Value> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.analyzer.run(kind, &snapshot, request).await?)
+    }
+
+    /// Finishes pending work and makes everything durable in its long-term
+    /// form.
+    pub async fn shutdown(&self) -> Result<()> {
+        Ok(self.backend.sink.shutdown().await?)
+    }
+}

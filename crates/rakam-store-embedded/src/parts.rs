@@ -1,0 +1,157 @@
+//! The embedded store as a backend's sink (WAL appends with positions, and
+//! their replay) and table source (tail + Parquet files).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use rakam_store_api::{
+    Append, CollectionStats, EventSink, LogPosition, LoggedAppend, ProjectId, Result, StoreError,
+    TableSource,
+};
+
+use crate::batch_util::conform;
+use crate::provider::CollectionProvider;
+use crate::store::EmbeddedStore;
+use crate::wal::{list_segments, scan_records};
+use crate::{maintenance, payload};
+
+#[async_trait]
+impl EventSink for EmbeddedStore {
+    /// One WAL record per call, whatever its size: a crash leaves all of the
+    /// append or none of it.
+    async fn append(&self, append: Append) -> Result<Option<LogPosition>> {
+        let Append {
+            project, batches, ..
+        } = append;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let encoded = payload::encode(&project, &batches)?;
+        let mut touched = Vec::with_capacity(batches.len());
+        for (collection, _) in &batches {
+            touched.push(self.table(&project, collection)?);
+        }
+        let (sequence, durable) = self.submit(&touched, batches, encoded)?;
+        let outcome = durable.await.map_err(|_| StoreError::ShuttingDown)?;
+        if let Err(message) = outcome {
+            for table in &touched {
+                table.discard(sequence);
+            }
+            return Err(StoreError::Data(message));
+        }
+        Ok(Some(LogPosition(sequence)))
+    }
+
+    async fn replay(&self, after: LogPosition) -> Result<Option<Vec<LoggedAppend>>> {
+        let wal_dir = self.options.data_dir.join("wal");
+        let durable = self.wal.durable_sequence();
+        let appends = tokio::task::spawn_blocking(move || -> Result<Vec<LoggedAppend>> {
+            let mut appends = Vec::new();
+            let segments = list_segments(&wal_dir)?;
+            for (index, (_, path)) in segments.iter().enumerate() {
+                // A segment holds sequences below the next one's first.
+                if let Some((next_first, _)) = segments.get(index + 1) {
+                    if *next_first <= after.0 + 1 {
+                        continue;
+                    }
+                }
+                scan_records(path, |sequence, bytes| {
+                    if sequence <= after.0 || sequence > durable {
+                        return Ok(());
+                    }
+                    let record = payload::decode(bytes)?;
+                    appends.push(LoggedAppend {
+                        position: LogPosition(sequence),
+                        append: Append {
+                            project: record.project_id,
+                            // The record does not keep it; replay readers
+                            // take the batches' own schemas.
+                            schema_version: 0,
+                            batches: record.batches,
+                        },
+                    });
+                    Ok(())
+                })?;
+            }
+            Ok(appends)
+        })
+        .await
+        .map_err(|e| StoreError::Data(format!("wal replay task failed: {e}")))??;
+        Ok(Some(appends))
+    }
+
+    fn retain_log_after(&self, position: LogPosition) {
+        self.retained_after.store(position.0, Ordering::Release);
+    }
+
+    async fn delete_project(&self, project: &ProjectId) -> Result<()> {
+        self.tables
+            .write()
+            .retain(|(project_id, _), _| project_id != project);
+        let dir = self.options.data_dir.join("tables").join(project.as_str());
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(StoreError::io(format!("removing {}", dir.display()))(error)),
+        }
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let tables: Vec<_> = self
+            .tables
+            .read()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        for (key, table) in tables {
+            self.flush_table(&key, table).await?;
+        }
+        maintenance::remove_flushed_wal_segments(self)?;
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.stopping.store(true, Ordering::Release);
+        let task = self.maintenance_task.lock().take();
+        if let Some(task) = task {
+            // Let a running flush or compaction finish rather than abandon it.
+            let _ = task.await;
+        }
+        let flushed = self.flush().await;
+        self.wal.stop();
+        flushed
+    }
+}
+
+#[async_trait]
+impl TableSource for EmbeddedStore {
+    async fn table_provider(
+        &self,
+        project: &ProjectId,
+        collection: &str,
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let (files, tail) = match self.existing_table(project, collection) {
+            Some(table) => {
+                let snapshot = table.snapshot(self.wal.durable_sequence());
+                (snapshot.files, snapshot.tail)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let tail = tail
+            .iter()
+            .map(|batch| conform(batch, &schema))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(CollectionProvider::new(schema, files, tail)))
+    }
+
+    async fn stats(&self, project: &ProjectId, collection: &str) -> Result<CollectionStats> {
+        Ok(self
+            .existing_table(project, collection)
+            .map(|table| table.stats(self.wal.durable_sequence()))
+            .unwrap_or_default())
+    }
+}
