@@ -63,6 +63,30 @@ impl AnalysisKind {
     }
 }
 
+/// Collection names are lower-cased wherever a request names one, as they
+/// are when events arrive, so `"Order Completed"` finds its events.
+fn lower_case_collections(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            for (key, inner) in object.iter_mut() {
+                match (key.as_str(), inner) {
+                    ("collection", Value::String(name)) => *name = name.to_lowercase(),
+                    ("collections", Value::Array(names)) => {
+                        for name in names.iter_mut() {
+                            if let Value::String(text) = name {
+                                *text = text.to_lowercase();
+                            }
+                        }
+                    }
+                    (_, inner) => lower_case_collections(inner),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(lower_case_collections),
+        _ => {}
+    }
+}
+
 fn typed<T: DeserializeOwned>(request: Value) -> Result<T> {
     serde_json::from_value(request).map_err(|e| AnalysisError::Malformed(e.to_string()))
 }
@@ -87,6 +111,8 @@ impl Analyzer {
         project: &Project,
         request: Value,
     ) -> Result<Value> {
+        let mut request = request;
+        lower_case_collections(&mut request);
         match kind {
             AnalysisKind::Funnel => self.funnel(project, &typed(request)?).await,
             AnalysisKind::Retention => self.retention(project, &typed(request)?).await,

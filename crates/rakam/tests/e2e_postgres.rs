@@ -21,6 +21,8 @@ mod crash;
 mod hostile_sql;
 #[path = "e2e/isolation.rs"]
 mod isolation;
+#[path = "e2e/names.rs"]
+mod names;
 #[path = "e2e/postgres.rs"]
 mod postgres;
 #[path = "e2e/query.rs"]

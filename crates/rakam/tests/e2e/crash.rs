@@ -102,3 +102,68 @@ fn kill_9_during_ingest_loses_and_doubles_nothing() {
         );
     }
 }
+
+/// A bulk request is one durable unit whatever its size: killed at any
+/// moment while it runs, it leaves all of its events after the restart, or
+/// none of them.
+#[test]
+fn a_bulk_request_killed_midway_is_all_or_nothing() {
+    const EVENTS: usize = 250_000;
+    let mut server = TestServer::start();
+    let keys = server.create_project("bulky");
+    let body: String = (0..EVENTS)
+        .map(|n| {
+            format!(
+                "{{\"n\":{n},\"user\":\"u{}\",\"page\":\"/p/{}\"}}\n",
+                n % 977,
+                n % 31
+            )
+        })
+        .collect();
+    let send = |server: &TestServer, collection: &str| {
+        let url = server.url(&format!("/event/bulk?collection={collection}"));
+        let (key, body) = (keys.write.clone(), body.clone());
+        std::thread::spawn(move || {
+            ureq::post(&url)
+                .set("write_key", &key)
+                .set("content-type", "application/x-ndjson")
+                .timeout(Duration::from_secs(300))
+                .send_string(&body)
+                .map(|response| response.status())
+                .unwrap_or(0)
+        })
+    };
+    // One whole request first, to know how long one takes here.
+    let started = std::time::Instant::now();
+    assert_eq!(send(&server, "whole").join().expect("sender"), 200);
+    let full = started.elapsed();
+    assert_eq!(
+        server.count(&keys, "SELECT count(*) FROM whole"),
+        EVENTS as i64
+    );
+    for (round, fraction) in [0.2, 0.5, 0.8, 0.95].into_iter().enumerate() {
+        let collection = format!("cut{round}");
+        let sender = send(&server, &collection);
+        std::thread::sleep(full.mul_f64(fraction));
+        server.crash_and_restart();
+        let status = sender.join().expect("sender");
+        let stored = server
+            .query(
+                &keys,
+                &format!("SELECT count(*) FROM _all WHERE _collection = '{collection}'"),
+            )
+            .first()
+            .and_then(|row| row[0].as_i64())
+            .unwrap_or(0);
+        assert!(
+            stored == 0 || stored == EVENTS as i64,
+            "round {round}: {stored} of {EVENTS} events survived a kill at {fraction} of the request"
+        );
+        if status == 200 {
+            assert_eq!(
+                stored, EVENTS as i64,
+                "round {round}: acknowledged but lost"
+            );
+        }
+    }
+}

@@ -15,4 +15,5 @@ mod crash;
 mod hostile_http;
 mod hostile_sql;
 mod isolation;
+mod names;
 mod query;
