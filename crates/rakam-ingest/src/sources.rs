@@ -307,3 +307,171 @@ impl Source for PixelSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use rakam_model::{CollectionSchema, Column, FieldType};
+    use rakam_store_api::{ProjectId, ProjectInfo};
+    use serde_json::json;
+
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn project_with_long_n() -> ProjectSnapshot {
+        let schema = CollectionSchema {
+            columns: vec![Column {
+                name: "n".into(),
+                field_type: FieldType::Long,
+            }],
+        };
+        ProjectSnapshot {
+            project: ProjectInfo {
+                name: "p".into(),
+                id: ProjectId::new("p"),
+                created_at_ms: 0,
+            },
+            version: 1,
+            collections: BTreeMap::from([("e".to_string(), Arc::new(schema))]),
+        }
+    }
+
+    fn only_event(decoded: Decoded) -> EventInput {
+        let mut events = decoded.events;
+        assert_eq!(events.len(), 1);
+        events.remove(0).expect("valid event")
+    }
+
+    #[test]
+    fn every_source_says_where_its_key_is_and_how_it_fails() {
+        let limits = IngestLimits::default();
+        let cases: [(&dyn Source, bool, usize, Atomicity); 6] = [
+            (
+                &CollectSource,
+                true,
+                limits.max_request_bytes,
+                Atomicity::AllOrNothing,
+            ),
+            (
+                &BatchSource,
+                true,
+                limits.max_request_bytes,
+                Atomicity::PerEvent,
+            ),
+            (
+                &BulkJsonSource,
+                true,
+                limits.max_bulk_bytes,
+                Atomicity::AllOrNothing,
+            ),
+            (
+                &NdjsonSource,
+                false,
+                limits.max_bulk_bytes,
+                Atomicity::AllOrNothing,
+            ),
+            (
+                &CsvSource,
+                false,
+                limits.max_bulk_bytes,
+                Atomicity::AllOrNothing,
+            ),
+            (
+                &PixelSource,
+                false,
+                limits.max_request_bytes,
+                Atomicity::AllOrNothing,
+            ),
+        ];
+        for (source, key_in_body, limit, atomicity) in cases {
+            assert_eq!(source.key_in_body(), key_in_body, "{}", source.name());
+            assert_eq!(source.body_limit(&limits).0, limit, "{}", source.name());
+            assert_eq!(source.atomicity(), atomicity, "{}", source.name());
+        }
+    }
+
+    #[test]
+    fn collect_and_batch_return_the_body_key() {
+        let limits = IngestLimits::default();
+        let body = json!({"collection": "e", "api": {"api_key": "k"}, "properties": {"n": 1}});
+        let decoded = CollectSource
+            .decode(body.to_string().as_bytes(), &params(&[]), None, &limits)
+            .expect("decoded");
+        assert_eq!(decoded.api_key.as_deref(), Some("k"));
+        assert_eq!(only_event(decoded).properties["n"], json!(1));
+        let small = IngestLimits {
+            max_event_bytes: 10,
+            ..IngestLimits::default()
+        };
+        assert!(CollectSource
+            .decode(body.to_string().as_bytes(), &params(&[]), None, &small)
+            .is_err());
+        let batch = json!({"api": {"api_key": "k"}, "events": [
+            {"collection": "e", "properties": {}}, {"collection": 5, "properties": {}}
+        ]});
+        let decoded = BatchSource
+            .decode(batch.to_string().as_bytes(), &params(&[]), None, &limits)
+            .expect("decoded");
+        assert!(decoded.events[0].is_ok() && decoded.events[1].is_err());
+    }
+
+    #[test]
+    fn text_sources_type_values_by_the_projects_columns() {
+        let limits = IngestLimits::default();
+        let project = project_with_long_n();
+        let csv = CsvSource
+            .decode(
+                b"n;s\n7;x\n",
+                &params(&[
+                    ("collection", "E"),
+                    ("use_header", "true"),
+                    ("column_separator", ";"),
+                ]),
+                Some(&project),
+                &limits,
+            )
+            .expect("csv");
+        let event = only_event(csv);
+        assert_eq!(event.collection, "e");
+        assert_eq!(event.properties["n"], json!(7));
+        assert!(CsvSource
+            .decode(b"1\n", &params(&[]), Some(&project), &limits)
+            .is_err());
+        let separator = params(&[("collection", "e"), ("column_separator", "ab")]);
+        assert!(CsvSource.decode(b"1\n", &separator, None, &limits).is_err());
+        let pixel = PixelSource
+            .decode(
+                b"",
+                &params(&[
+                    ("collection", "e"),
+                    ("api.api_key", "k"),
+                    ("prop.n", "12"),
+                    ("prop.s", "12"),
+                ]),
+                Some(&project),
+                &limits,
+            )
+            .expect("pixel");
+        assert_eq!(pixel.api_key.as_deref(), Some("k"));
+        let event = only_event(pixel);
+        assert_eq!(event.properties["n"], json!(12));
+        assert_eq!(event.properties["s"], json!("12"));
+        let ndjson = NdjsonSource
+            .decode(
+                b"{\"n\":1}\n{\"n\":2}\n",
+                &params(&[("collection", "e")]),
+                None,
+                &limits,
+            )
+            .expect("ndjson");
+        assert_eq!(ndjson.events.len(), 2);
+    }
+}

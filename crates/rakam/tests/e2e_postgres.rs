@@ -13,6 +13,8 @@ const STORE: &str = "postgres";
 mod analysis;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/clients.rs"]
+mod clients;
 #[path = "e2e/collect.rs"]
 mod collect;
 #[path = "e2e/crash.rs"]

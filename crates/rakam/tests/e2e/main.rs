@@ -10,6 +10,7 @@ const STORE: &str = "embedded";
 mod analysis;
 mod bad_input;
 mod cli;
+mod clients;
 mod collect;
 mod crash;
 mod hostile_http;
