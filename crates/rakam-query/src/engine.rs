@@ -208,6 +208,22 @@ impl QueryEngine {
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
+        let stream = self.stream_native(native, project, sql, limit).await?;
+        let batches = stream.batches.try_collect().await?;
+        Ok(QueryOutput {
+            schema: stream.schema,
+            batches,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    async fn stream_native(
+        &self,
+        native: &dyn NativeSql,
+        project: &Arc<ProjectSnapshot>,
+        sql: &str,
+        limit: Option<u64>,
+    ) -> Result<QueryStream, QueryError> {
         let statement = self.prepare_native(native, project, sql).await?;
         let rows = self.row_limit(limit, statement.limit)?;
         let output = native
@@ -219,10 +235,13 @@ impl QueryEngine {
             )
             .await
             .map_err(|e| QueryError::from_native(e, &statement.sql))?;
-        Ok(QueryOutput {
+        let sql = statement.sql;
+        Ok(QueryStream {
             schema: output.schema,
-            batches: output.batches,
-            elapsed: started.elapsed(),
+            batches: output
+                .batches
+                .map(move |batch| batch.map_err(|e| QueryError::from_native(e, &sql)))
+                .boxed(),
         })
     }
 
@@ -235,17 +254,13 @@ impl QueryEngine {
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryStream, QueryError> {
-        let Some(native) = self.native.clone() else {
-            return self.stream_in_datafusion(project, sql, limit).await;
-        };
-        // PostgreSQL's rows arrive whole (one statement, one round trip).
-        let output = self
-            .execute_native(native.as_ref(), project, sql, limit)
-            .await?;
-        Ok(QueryStream {
-            schema: output.schema,
-            batches: futures::stream::iter(output.batches.into_iter().map(Ok)).boxed(),
-        })
+        match self.native.clone() {
+            Some(native) => {
+                self.stream_native(native.as_ref(), project, sql, limit)
+                    .await
+            }
+            None => self.stream_in_datafusion(project, sql, limit).await,
+        }
     }
 
     async fn stream_in_datafusion(

@@ -6,12 +6,19 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::{ProjectId, Result};
 
-/// What a statement returned, in Arrow form so one set of encoders serves
-/// every backend.
-#[derive(Debug)]
+/// What a statement returns, in Arrow form so one set of encoders serves
+/// every backend: the columns first, then the rows as they arrive.
 pub struct NativeOutput {
     pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+    pub batches: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+}
+
+impl std::fmt::Debug for NativeOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeOutput")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A backend that runs the SQL surface itself (PostgreSQL), instead of the
@@ -25,7 +32,9 @@ pub trait NativeSql: Send + Sync + std::fmt::Debug {
     /// The SQL dialect statements must parse in before they are sent.
     fn dialect(&self) -> NativeDialect;
 
-    /// Runs a read-only statement, returning at most `max_rows` rows.
+    /// Runs a read-only statement, streaming at most `max_rows` rows. Errors
+    /// the statement has before its first row come back here; later ones
+    /// end the stream.
     async fn execute(
         &self,
         project: &ProjectId,

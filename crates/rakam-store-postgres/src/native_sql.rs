@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
 use rakam_store_api::{NativeDialect, NativeOutput, NativeSql, ProjectId, Result, StoreError};
 use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::NoTls;
@@ -48,6 +50,20 @@ fn statement_error(error: &tokio_postgres::Error, timeout: Duration) -> StoreErr
     }
 }
 
+/// Rows per batch handed out while a statement's rows stream in.
+const ROWS_PER_BATCH: u64 = 8_192;
+
+fn check_parameters(statement: &tokio_postgres::Statement) -> Result<()> {
+    check_columns(statement.columns())?;
+    if statement.params().is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Sql {
+        message: "the query has parameters ($1, …), which /query/execute cannot bind".into(),
+        position: None,
+    })
+}
+
 /// Starts a READ ONLY transaction under `statement_timeout` and prepares
 /// the statement in it.
 async fn begin_and_prepare<'a>(
@@ -81,50 +97,89 @@ impl NativeSql for PgNativeSql {
     ) -> Result<NativeOutput> {
         let mut client = self.shared.reader(project.as_str()).await?;
         let cancel = client.cancel_token();
-        let run = async {
-            let (transaction, statement) = begin_and_prepare(&mut client, sql, timeout).await?;
-            check_columns(statement.columns())?;
-            if !statement.params().is_empty() {
-                return Err(StoreError::Sql {
-                    message: "the query has parameters ($1, …), which /query/execute cannot bind"
-                        .into(),
-                    position: None,
-                });
+        let sql = sql.to_string();
+        let (schema_sender, schema) = tokio::sync::oneshot::channel();
+        // Rows are fetched a chunk at a time through a portal by a task that
+        // owns the connection and its transaction; the stream reads its
+        // batches. Dropping the stream stops the task, which rolls the
+        // transaction back and returns the connection.
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        tokio::spawn(async move {
+            let prepared = begin_and_prepare(&mut client, &sql, timeout).await;
+            let (transaction, statement) = match prepared.and_then(|(t, s)| {
+                check_parameters(&s)?;
+                Ok((t, s))
+            }) {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    let _ = schema_sender.send(Err(error));
+                    return;
+                }
+            };
+            let columns = statement.columns();
+            if schema_sender.send(schema_of(columns)).is_err() {
+                return;
             }
             // A portal's row limit of 0 means "all rows": a limit of 0 is
             // answered without running the statement.
-            let rows = if max_rows == 0 {
-                Vec::new()
-            } else {
-                let portal = transaction
-                    .bind(&statement, &[])
-                    .await
-                    .map_err(|e| statement_error(&e, timeout))?;
-                let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
-                transaction
-                    .query_portal(&portal, max_rows)
-                    .await
-                    .map_err(|e| statement_error(&e, timeout))?
+            if max_rows == 0 {
+                return;
+            }
+            let portal = match transaction.bind(&statement, &[]).await {
+                Ok(portal) => portal,
+                Err(error) => {
+                    let _ = sender.send(Err(statement_error(&error, timeout))).await;
+                    return;
+                }
             };
-            let batch = rows_to_batch(statement.columns(), &rows)?;
+            let mut left = max_rows;
+            while left > 0 {
+                let chunk = left.min(ROWS_PER_BATCH);
+                let fetched = transaction
+                    .query_portal(&portal, i32::try_from(chunk).unwrap_or(i32::MAX))
+                    .await
+                    .map_err(|e| statement_error(&e, timeout))
+                    .and_then(|rows| {
+                        let batch = rows_to_batch(columns, &rows)?;
+                        Ok((rows.len() as u64, batch))
+                    });
+                let (count, batch) = match fetched {
+                    Ok(fetched) => fetched,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                if count > 0 && sender.send(Ok(batch)).await.is_err() {
+                    return;
+                }
+                if count < chunk {
+                    break;
+                }
+                left -= count;
+            }
             // Read only: nothing to commit; rolling back ends it at once.
             let _ = transaction.rollback().await;
-            Ok(NativeOutput {
-                schema: batch.schema(),
-                batches: vec![batch],
-            })
-        };
+        });
         // statement_timeout stops the server; this stops a client waiting on
         // a server that no longer answers.
-        match tokio::time::timeout(timeout + Duration::from_secs(2), run).await {
-            Ok(outcome) => outcome,
+        let schema = match tokio::time::timeout(timeout + Duration::from_secs(2), schema).await {
+            Ok(Ok(schema)) => schema?,
+            Ok(Err(_)) => {
+                return Err(StoreError::Data("the query task ended early".into()));
+            }
             Err(_) => {
                 let _ = cancel.cancel_query(NoTls).await;
-                Err(StoreError::QueryTimeout {
+                return Err(StoreError::QueryTimeout {
                     seconds: timeout.as_secs(),
-                })
+                });
             }
-        }
+        };
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        })
+        .boxed();
+        Ok(NativeOutput { schema, batches })
     }
 
     async fn describe(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef> {
