@@ -8,8 +8,21 @@ use rakam_ingest::RequestContext;
 
 use crate::AppState;
 
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4
+/// network it is, so its prefix counts IPv4 bits.
+fn canonical_network(network: IpAddr, prefix: u8) -> (IpAddr, u8) {
+    match network {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+            _ => (network, prefix.min(128)),
+        },
+        IpAddr::V4(_) => (network, prefix.min(32)),
+    }
+}
+
 fn in_network(address: IpAddr, network: IpAddr, prefix: u8) -> bool {
-    match (address.to_canonical(), network.to_canonical()) {
+    let (network, prefix) = canonical_network(network, prefix);
+    match (address.to_canonical(), network) {
         (IpAddr::V4(address), IpAddr::V4(network)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
             u32::from(address) & mask == u32::from(network) & mask
@@ -38,15 +51,20 @@ pub(crate) fn client_address(
     if !is_trusted(peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .map(str::trim)
         .collect();
     let mut client = peer;
-    for address in forwarded.into_iter().rev() {
+    for entry in forwarded.into_iter().rev() {
+        // An entry that is not an address ends the trusted chain: what is
+        // left of it may have been written by anyone.
+        let Ok(address) = entry.parse::<IpAddr>() else {
+            break;
+        };
         client = address;
         if !is_trusted(address) {
             break;
@@ -118,5 +136,22 @@ mod tests {
         assert!(in_network(ip("2001:db8::1"), ip("2001:db8::"), 32));
         assert!(!in_network(ip("2001:db9::1"), ip("2001:db8::"), 32));
         assert!(in_network(ip("1.2.3.4"), ip("0.0.0.0"), 0));
+        // A mapped network's prefix counts IPv4 bits; nothing else matches.
+        assert!(in_network(ip("10.0.0.5"), ip("::ffff:10.0.0.5"), 128));
+        assert!(!in_network(ip("9.9.9.9"), ip("::ffff:10.0.0.5"), 128));
+        let mapped = vec![(ip("::ffff:10.0.0.5"), 128)];
+        assert_eq!(
+            client_address(ip("9.9.9.9"), &forwarded("1.1.1.1"), &mapped),
+            ip("9.9.9.9")
+        );
+        // An entry that is no address stops the chain.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.1"),
+                &forwarded("6.6.6.6, unknown, 10.0.0.2"),
+                &trusted
+            ),
+            ip("10.0.0.2")
+        );
     }
 }

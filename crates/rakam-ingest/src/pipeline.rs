@@ -110,10 +110,16 @@ impl Pipeline {
             schema_version: version,
             batches,
         };
-        let position = self.sink.append(append.clone()).await?;
-        self.observers
-            .appended(self.sink.as_ref(), position, &append)
-            .await;
+        // The append and the observers' delivery finish together even when
+        // the client goes away mid-request.
+        let (sink, observers) = (self.sink.clone(), self.observers.clone());
+        tokio::spawn(async move {
+            let position = sink.append(append.clone()).await?;
+            observers.appended(sink.as_ref(), position, &append).await;
+            Ok::<_, IngestError>(())
+        })
+        .await
+        .map_err(|e| IngestError::Malformed(format!("append task failed: {e}")))??;
         Ok(outcome)
     }
 

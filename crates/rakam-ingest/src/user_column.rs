@@ -36,6 +36,12 @@ pub(crate) fn settle_user_column(
     if current.is_some_and(|schema| schema.column_type(USER_COLUMN).is_some()) {
         return;
     }
+    // An older collection without `_user` gets it with its next schema
+    // change, not a change of its own on every request (which, at the
+    // column limit, would be refused every time).
+    if current.is_some() && requested.is_empty() {
+        return;
+    }
     let project_type = project_user_type(project);
     match requested.iter_mut().find(|c| c.name == USER_COLUMN) {
         Some(column) => {
@@ -120,5 +126,14 @@ mod tests {
         let mut requested = vec![];
         settle_user_column(&mixed, Some(&has_it), &[], &mut requested);
         assert!(requested.is_empty());
+        let lacks_it = CollectionSchema { columns: vec![] };
+        settle_user_column(&mixed, Some(&lacks_it), &[], &mut requested);
+        assert!(requested.is_empty(), "no schema change of its own");
+        let mut with_new_field = vec![Column {
+            name: "x".into(),
+            field_type: FieldType::Long,
+        }];
+        settle_user_column(&mixed, Some(&lacks_it), &[], &mut with_new_field);
+        assert_eq!(with_new_field.len(), 2, "piggybacks on a change");
     }
 }

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another rakam process")]
     InUse(String),
+    /// One request's rows make more than one durable unit can hold.
+    #[error("the request's rows take {bytes} bytes stored, over the {limit} one request may take; send them in smaller requests")]
+    AppendTooLarge { bytes: usize, limit: usize },
     #[error("the store is shutting down")]
     ShuttingDown,
     /// A statement the backend's own SQL engine refused (syntax, unknown
@@ -65,6 +68,7 @@ impl ErrorExt for StoreError {
             Self::InvalidProjectName(_) | Self::NameTooLong { .. } => ErrorCode::InvalidName,
             Self::Unstorable(_) => ErrorCode::InvalidValue,
             Self::TooManyColumns { .. } => ErrorCode::TooManyColumns,
+            Self::AppendTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::TypeConflict { .. } => ErrorCode::TypeConflict,
             Self::Model(inner) => inner.code(),
             Self::Io { .. } | Self::Data(_) => ErrorCode::StorageFailure,

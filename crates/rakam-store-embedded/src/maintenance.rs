@@ -89,8 +89,9 @@ async fn maintain_table(
         inputs.push(candidate);
     }
     let _maintenance = table.maintenance.lock().await;
-    let Some(schema) = store.current_schema(key).await else {
-        return Ok(());
+    let schema = match store.current_schema(key).await? {
+        crate::store::TableSchema::Current(schema) => schema,
+        crate::store::TableSchema::Gone => return Ok(()),
     };
     let compacting = table.clone();
     let old_files =
@@ -117,10 +118,23 @@ pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
         Some(first) => first.saturating_sub(1),
         None => durable,
     };
-    // Append observers may still need to be replayed records after this.
+    // Append observers may still need to be replayed records after this;
+    // the mark is on disk before anything it protects could be deleted.
     let retained = store
         .retained_after
         .load(std::sync::atomic::Ordering::Acquire);
+    if store
+        .retention_changed
+        .swap(false, std::sync::atomic::Ordering::AcqRel)
+    {
+        let wal_dir = store.options.data_dir.join("wal");
+        if let Err(error) = write_retention(&wal_dir, retained) {
+            store
+                .retention_changed
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Err(error);
+        }
+    }
     let safe = flushed.min(retained);
     let current = store.wal.current_segment();
     let segments = list_segments(&store.options.data_dir.join("wal"))?;
@@ -143,4 +157,28 @@ pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The file that keeps the append observers' retention mark.
+const RETENTION_FILE: &str = "observers.retain";
+
+/// The WAL sequence after which records are kept for append observers;
+/// `u64::MAX` (nothing kept) when no observer ever asked.
+pub(crate) fn read_retention(wal_dir: &std::path::Path) -> Result<u64> {
+    let path = wal_dir.join(RETENTION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| StoreError::Data(format!("{} is corrupt: {text:?}", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(u64::MAX),
+        Err(error) => Err(StoreError::io(format!("reading {}", path.display()))(error)),
+    }
+}
+
+fn write_retention(wal_dir: &std::path::Path, retained_after: u64) -> Result<()> {
+    crate::fs_util::write_atomically(
+        &wal_dir.join(RETENTION_FILE),
+        retained_after.to_string().as_bytes(),
+    )
 }

@@ -30,6 +30,14 @@ impl EventSink for EmbeddedStore {
             return Ok(None);
         }
         let encoded = payload::encode(&project, &batches)?;
+        // A WAL record's length is 32 bits.
+        let limit = crate::wal::MAX_RECORD_BYTES;
+        if encoded.len() > limit {
+            return Err(StoreError::AppendTooLarge {
+                bytes: encoded.len(),
+                limit,
+            });
+        }
         let mut touched = Vec::with_capacity(batches.len());
         for (collection, _) in &batches {
             touched.push(self.table(&project, collection)?);
@@ -84,7 +92,10 @@ impl EventSink for EmbeddedStore {
     }
 
     fn retain_log_after(&self, position: LogPosition) {
-        self.retained_after.store(position.0, Ordering::Release);
+        let previous = self.retained_after.swap(position.0, Ordering::AcqRel);
+        if previous != position.0 {
+            self.retention_changed.store(true, Ordering::Release);
+        }
     }
 
     async fn delete_project(&self, project: &ProjectId) -> Result<()> {

@@ -51,6 +51,12 @@ impl EmbeddedOptions {
 
 pub(crate) type TableKey = (ProjectId, String);
 
+pub(crate) enum TableSchema {
+    Current(SchemaRef),
+    /// The project was deleted.
+    Gone,
+}
+
 #[derive(Debug)]
 pub struct EmbeddedStore {
     pub(crate) options: EmbeddedOptions,
@@ -64,6 +70,8 @@ pub struct EmbeddedStore {
     /// WAL records after this sequence stay on disk even once they are in
     /// files, so append observers can be replayed them (`u64::MAX`: none).
     pub(crate) retained_after: std::sync::atomic::AtomicU64,
+    /// Set when `retained_after` changed since it was last written to disk.
+    pub(crate) retention_changed: std::sync::atomic::AtomicBool,
     /// Asks the maintenance task to finish its current step and stop.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Held for the life of the store: one process per data directory.
@@ -177,6 +185,15 @@ fn open_blocking(
         "embedded store opened"
     );
 
+    // Kept on disk, so that a process without the observers (the CLI, a
+    // restart before they are set up) still keeps what they need.
+    let retained_after = crate::maintenance::read_retention(&wal_dir)?;
+    if retained_after != u64::MAX {
+        tracing::info!(
+            retained_after,
+            "the WAL keeps records after this sequence for append observers"
+        );
+    }
     let wal = WalWriter::start(
         wal_dir,
         highest_sequence + 1,
@@ -190,7 +207,8 @@ fn open_blocking(
         next_sequence: Mutex::new(highest_sequence + 1),
         wal,
         maintenance_task: Mutex::new(None),
-        retained_after: std::sync::atomic::AtomicU64::new(u64::MAX),
+        retained_after: std::sync::atomic::AtomicU64::new(retained_after),
+        retention_changed: std::sync::atomic::AtomicBool::new(false),
         stopping: std::sync::atomic::AtomicBool::new(false),
         _lock: lock,
     });
@@ -284,10 +302,23 @@ impl EmbeddedStore {
             .cloned()
     }
 
-    /// The catalog's current schema for a table, which every batch in it fits.
-    pub(crate) async fn current_schema(&self, key: &TableKey) -> Option<SchemaRef> {
-        let snapshot = self.catalog.snapshot(&key.0).await.ok()?;
-        Some(snapshot.schema(&key.1)?.arrow_schema())
+    /// The catalog's current schema for a table, which every batch in it
+    /// fits: `Gone` once the project is deleted. A catalog that cannot answer
+    /// (a shared one, unreachable for a moment) is an error, never a reason
+    /// to drop rows.
+    pub(crate) async fn current_schema(&self, key: &TableKey) -> Result<TableSchema> {
+        let snapshot = match self.catalog.snapshot(&key.0).await {
+            Ok(snapshot) => snapshot,
+            Err(StoreError::ProjectNotFound(_)) => return Ok(TableSchema::Gone),
+            Err(error) => return Err(error),
+        };
+        match snapshot.schema(&key.1) {
+            Some(schema) => Ok(TableSchema::Current(schema.arrow_schema())),
+            None => Err(StoreError::Data(format!(
+                "the catalog has no schema for collection {:?}, which holds rows",
+                key.1
+            ))),
+        }
     }
 
     /// Flushes one table's durable tail. Used by `flush` and the background task.
@@ -300,10 +331,13 @@ impl EmbeddedStore {
         // Durable first, schema second: the catalog committed every column a
         // durable record uses before that record was written.
         let durable = self.wal.durable_sequence();
-        let Some(schema) = self.current_schema(key).await else {
-            // The project or collection is gone; its rows go with it.
-            self.tables.write().remove(key);
-            return Ok(0);
+        let schema = match self.current_schema(key).await? {
+            TableSchema::Current(schema) => schema,
+            TableSchema::Gone => {
+                // The project is deleted; its rows go with it.
+                self.tables.write().remove(key);
+                return Ok(0);
+            }
         };
         let flushing = table.clone();
         tokio::task::spawn_blocking(move || flushing.flush_blocking(durable, &schema))

@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fs_util::sync_dir;
 
 const HEADER_LEN: usize = 16;
+/// The largest payload a record's 32-bit length can state.
+pub(crate) const MAX_RECORD_BYTES: usize = u32::MAX as usize;
 const SEGMENT_SUFFIX: &str = ".wal";
 /// Upper bound of one group commit, so one fsync never waits on gigabytes.
 const MAX_GROUP_BYTES: usize = 64 << 20;

@@ -17,6 +17,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 pub(crate) const CHANNEL: &str = "rakam_catalog";
 /// Wait before reconnecting a lost listener.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// The listener asks the server this often whether it is still there: a
+/// half-open connection would otherwise keep stale entries served for hours.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub(crate) struct CatalogCache {
@@ -47,9 +51,18 @@ impl CatalogCache {
         self.snapshots.lock().get(project).cloned()
     }
 
+    /// Caches a snapshot loaded since `epoch`, unless an invalidation came
+    /// in between or a newer version is cached already (two loads may
+    /// finish out of order).
     pub fn store_snapshot(&self, epoch: u64, snapshot: Arc<ProjectSnapshot>) {
         let mut snapshots = self.snapshots.lock();
-        if self.usable(epoch) {
+        if !self.usable(epoch) {
+            return;
+        }
+        let newer_cached = snapshots
+            .get(&snapshot.project.id)
+            .is_some_and(|cached| cached.version > snapshot.version);
+        if !newer_cached {
             snapshots.insert(snapshot.project.id.clone(), snapshot);
         }
     }
@@ -136,17 +149,35 @@ async fn listen(
         Some(cache) => cache.set_listening(true),
         None => return Ok(()),
     }
-    while let Some(project) = notifications.recv().await {
-        let Some(cache) = cache.upgrade() else {
-            return Ok(());
-        };
-        cache.invalidate(&ProjectId::new(project));
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    loop {
+        tokio::select! {
+            notification = notifications.recv() => {
+                let Some(project) = notification else { break };
+                let Some(cache) = cache.upgrade() else {
+                    return Ok(());
+                };
+                cache.invalidate(&ProjectId::new(project));
+            }
+            _ = ping.tick() => {
+                if cache.strong_count() == 0 {
+                    return Ok(());
+                }
+                match tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return Err(error),
+                    Err(_) => {
+                        tracing::warn!("the catalog change listener stopped answering; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
     }
     drop(client);
-    match driver.await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
+    // A half-open connection would keep its driver waiting for ever.
+    driver.abort();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,6 +223,12 @@ mod tests {
         assert_eq!(
             cache.snapshot(&ProjectId::new("a")).map(|s| s.version),
             Some(2)
+        );
+        cache.store_snapshot(cache.epoch(), snapshot("a", 1));
+        assert_eq!(
+            cache.snapshot(&ProjectId::new("a")).map(|s| s.version),
+            Some(2),
+            "an older load finishing last does not go back"
         );
         cache.invalidate(&ProjectId::new("a"));
         assert!(cache.snapshot(&ProjectId::new("a")).is_none());

@@ -33,13 +33,22 @@ impl StoredColumn {
     /// The view's expression: the current physical column, falling back to
     /// the first one (cast) for rows written before the widening.
     fn select_expression(&self) -> String {
-        let current = quote(&self.physical());
+        let physical = self.physical();
+        let current = quote(&physical);
         if self.field_type == self.first_type {
-            current
+            if physical == self.name {
+                current
+            } else {
+                format!("{current} AS {}", quote(&self.name))
+            }
         } else {
             format!(
                 "coalesce({current}, {}::{}) AS {}",
-                quote(&self.name),
+                quote(&physical_column(
+                    &self.name,
+                    &self.first_type,
+                    &self.first_type
+                )),
                 sql_type(&self.field_type),
                 quote(&self.name)
             )

@@ -26,21 +26,39 @@ fn fitted(name: &str, room: usize) -> String {
     while !name.is_char_boundary(cut) {
         cut -= 1;
     }
+    // Keep the prefix's trailing run of `$` even (an escaped name's), so
+    // the `$` before the hash makes a run no client name can produce.
+    let trailing = name[..cut].bytes().rev().take_while(|b| *b == b'$').count();
+    if trailing % 2 == 1 {
+        cut -= 1;
+    }
     format!("{}${hash}", &name[..cut])
+}
+
+/// A client's name inside a physical identifier: `$` is doubled, because
+/// Rakam's own suffixes (`$double`, `$2024_03`, `$<hash>`) start with a
+/// single one, so no name a client sends can equal a suffixed one.
+fn escaped(name: &str) -> String {
+    name.replace('$', "$$")
 }
 
 /// The collection's table: its name, shortened when its partitions' names
 /// would not fit (views keep the full name).
 fn table_name(collection: &str) -> String {
-    fitted(collection, MAX_IDENTIFIER_BYTES - PARTITION_SUFFIX_BYTES)
+    fitted(
+        &escaped(collection),
+        MAX_IDENTIFIER_BYTES - PARTITION_SUFFIX_BYTES,
+    )
 }
 
 pub fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
+/// A string constant, safe whatever `standard_conforming_strings` is: an
+/// escape string with backslashes and quotes doubled.
 pub fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Project ids are 32 hex digits; the first 16 keep identifiers short
@@ -92,13 +110,14 @@ pub fn partition(project_id: &str, collection: &str, year: i32, month: u32) -> S
 
 /// The stored column of a logical column of this type. A widened column
 /// gets a new physical column (`price$double`) instead of a table rewrite;
-/// the view reads both. Field names are normalised (letters, digits, `_`),
-/// so `$` cannot clash with a client's field.
+/// the view reads both. A client's `$` is doubled (`escaped`), so a field
+/// named `price$double` cannot clash with it.
 pub fn physical_column(name: &str, field_type: &FieldType, first_type: &FieldType) -> String {
+    let base = escaped(name);
     let wanted = if field_type == first_type {
-        name.to_string()
+        base
     } else {
-        format!("{name}${}", field_type.name().to_ascii_lowercase())
+        format!("{base}${}", field_type.name().to_ascii_lowercase())
     };
     fitted(&wanted, MAX_IDENTIFIER_BYTES)
 }
@@ -122,7 +141,22 @@ mod tests {
     #[test]
     fn identifiers_are_quoted_and_short() {
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
-        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("it's"), "E'it''s'");
+        assert_eq!(literal("a\\'b"), "E'a\\\\''b'");
+        // A client's `$` never makes a name Rakam derives.
+        assert_eq!(
+            physical_column("price$double", &FieldType::Long, &FieldType::Long),
+            "price$$double"
+        );
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_ne!(partition(id, "a", 2024, 3), data_table(id, "a$2024_03"));
+        assert_eq!(
+            data_table(id, "a$2024_03"),
+            "\"rakam_0123456789abcdef_data\".\"a$$2024_03\""
+        );
+        let dollars = format!("{}{}", "$".repeat(61), "x");
+        let fitted_name = physical_column(&dollars, &FieldType::Long, &FieldType::Long);
+        assert!(fitted_name.len() <= MAX_IDENTIFIER_BYTES, "{fitted_name}");
         let id = "0123456789abcdef0123456789abcdef";
         assert_eq!(view_schema(id), "rakam_0123456789abcdef");
         assert!(reader_role(id).len() < 63);
