@@ -74,8 +74,9 @@ def main():
     chunks = rakam_server.ndjson_chunks(open(a.data + ".ndjson", "rb").read(), a.batch_events)
 
     work = tempfile.mkdtemp(prefix="rakam-bench-")
-    store = ["--store", "postgres", "--postgres-url", a.postgres_url] if a.postgres_url else []
-    server, port = rakam_server.start(a.binary, work + "/data", ["--durability", a.durability, *store], wait_s=60)
+    store = (["--store", "postgres", "--postgres-url", a.postgres_url] if a.postgres_url
+             else ["--durability", a.durability])
+    server, port = rakam_server.start(a.binary, work + "/data", store, wait_s=60)
     try:
         time.sleep(1.0)
         idle_rss_mb = proc_mem_kb(server.pid, "VmRSS") / 1024

@@ -32,8 +32,10 @@ def connect(port, timeout=3600):
 def start(binary, data_dir, extra_args=(), wait_s=120):
     """Starts the server and returns (process, port) once /health answers."""
     port = free_port()
+    # The data directory is the embedded store's; another backend takes none.
+    store = [] if "--store" in extra_args else ["--data-dir", data_dir]
     server = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, *extra_args],
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", *store, *extra_args],
         env=dict(os.environ, RAKAM_LOG="warn"), stdout=subprocess.DEVNULL)
     deadline = time.time() + wait_s
     while True:

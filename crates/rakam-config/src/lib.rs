@@ -78,6 +78,10 @@ pub struct LimitsConfig {
     pub max_string_bytes: usize,
     /// New fields beyond this many columns in a collection go to `_unmapped`.
     pub max_columns_per_collection: usize,
+    /// Request bytes (after decompression) all collection requests may hold
+    /// at once; a request that would go over is answered 503 with
+    /// `Retry-After`. At least `max_bulk_bytes`.
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +122,7 @@ impl Default for LimitsConfig {
             max_properties_per_event: 1000,
             max_string_bytes: 1 << 20,
             max_columns_per_collection: 1000,
+            max_inflight_bytes: 512 << 20,
         }
     }
 }
@@ -223,6 +228,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.max_connections_per_client must be at least 1".into(),
             ));
+        }
+        let largest_body = self
+            .limits
+            .max_bulk_bytes
+            .max(self.limits.max_request_bytes);
+        if self.limits.max_inflight_bytes < largest_body {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_inflight_bytes ({}) must be at least the largest request body ({largest_body}, limits.max_bulk_bytes / max_request_bytes)",
+                self.limits.max_inflight_bytes
+            )));
         }
         if self.query.default_limit > self.query.max_limit {
             return Err(ConfigError::Invalid(

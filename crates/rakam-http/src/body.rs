@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::body_key::{scan_api_key, KeyScan};
+use rakam_server::Ticket;
+
 use crate::{ApiError, AppState};
 
 /// How much of a body may come before its `api` member. Rakam's clients
@@ -75,6 +77,12 @@ pub struct BodyReader {
     /// While set, inflating stops once this many bytes are out.
     stop_after: Option<usize>,
     ended: bool,
+    /// The request's share of `limits.max_inflight_bytes`, grown as the
+    /// body comes in.
+    ticket: Option<Ticket>,
+    declared: Option<usize>,
+    /// Set when the body cannot be taken in: answered once it is drained.
+    refused: Option<ApiError>,
 }
 
 impl BodyReader {
@@ -108,7 +116,51 @@ impl BodyReader {
             pending: Bytes::new(),
             stop_after: None,
             ended: false,
+            ticket: None,
+            declared,
+            refused: None,
         })
+    }
+
+    /// Counts the body against the server's budget of bytes in flight: the
+    /// declared length at once, then what comes out as it comes. Over the
+    /// budget, the request is refused (503, retryable).
+    pub fn holding(mut self, ticket: Ticket) -> Result<Self, ApiError> {
+        self.ticket = Some(ticket);
+        if let Some(declared) = self.declared {
+            if let Err(error) = self.hold(declared) {
+                self.refused = Some(error);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Reads what is left of a refused body without keeping it, so the
+    /// client, still sending, gets to read the answer (a connection closed
+    /// mid-upload shows only as a broken pipe). Bounded by the body timeout.
+    async fn discard_rest(&mut self) {
+        self.output = Output::Plain(Vec::new());
+        self.pending = Bytes::new();
+        while !self.ended {
+            match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
+                Ok(Some(Ok(_))) => {}
+                _ => self.ended = true,
+            }
+        }
+    }
+
+    fn hold(&mut self, bytes: usize) -> Result<(), ApiError> {
+        let Some(ticket) = self.ticket.as_mut() else {
+            return Ok(());
+        };
+        if ticket.hold(bytes) {
+            return Ok(());
+        }
+        metrics::counter!("rakam_requests_refused_busy_total").increment(1);
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the server holds as many request bytes as it may (limits.max_inflight_bytes); retry shortly",
+        ))
     }
 
     fn decoded(&self) -> &[u8] {
@@ -161,10 +213,17 @@ impl BodyReader {
     }
 
     /// The rest of the body; the whole of it, decompressed.
-    pub async fn read_to_end(mut self) -> Result<Bytes, ApiError> {
+    pub async fn read_to_end(self) -> Result<Bytes, ApiError> {
+        self.read_to_end_holding().await.map(|(bytes, _)| bytes)
+    }
+
+    /// The rest of the body, and the ticket that counts it in flight: keep
+    /// it until the request is answered.
+    pub async fn read_to_end_holding(mut self) -> Result<(Bytes, Option<Ticket>), ApiError> {
         while !self.ended || !self.pending.is_empty() {
             self.read_chunk().await?;
         }
+        let ticket = self.ticket.take();
         let data = match self.output {
             Output::Undecided(data) | Output::Plain(data) => data,
             // Finished when the body ended (`inflate`).
@@ -175,10 +234,14 @@ impl BodyReader {
                     .data
             }
         };
-        Ok(Bytes::from(data))
+        Ok((Bytes::from(data), ticket))
     }
 
     async fn read_chunk(&mut self) -> Result<(), ApiError> {
+        if let Some(error) = self.refused.take() {
+            self.discard_rest().await;
+            return Err(error);
+        }
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             return self.take(pending).await;
@@ -211,7 +274,13 @@ impl BodyReader {
                 ))
             }
         };
-        self.take(chunk).await
+        self.take(chunk).await?;
+        let out = self.decoded().len();
+        if let Err(error) = self.hold(out) {
+            self.discard_rest().await;
+            return Err(error);
+        }
+        Ok(())
     }
 
     async fn take(&mut self, chunk: Bytes) -> Result<(), ApiError> {

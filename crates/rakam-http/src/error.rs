@@ -91,7 +91,14 @@ impl IntoResponse for ApiError {
         if self.code.is_retryable() {
             body.insert("retryable".into(), Value::Bool(true));
         }
-        (status, Json(Value::Object(body))).into_response()
+        let mut response = (status, Json(Value::Object(body))).into_response();
+        if self.code == ErrorCode::Unavailable {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

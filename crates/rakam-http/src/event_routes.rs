@@ -43,10 +43,12 @@ async fn collect_with(
     body: Body,
 ) -> Result<IngestOutcome, ApiError> {
     let (limit, limit_key) = source.body_limit(state.rakam.ingest_limits());
-    let mut reader = BodyReader::new(headers, body, limit, limit_key, state.body_read_timeout())?;
+    let mut reader = BodyReader::new(headers, body, limit, limit_key, state.body_read_timeout())?
+        .holding(state.rakam.admission().ticket())?;
     let authorized =
         authorize_collection(state, headers, &params, &mut reader, source.key_in_body()).await?;
-    let body = reader.read_to_end().await?;
+    // The ticket counts the request in flight until it is answered.
+    let (body, _ticket) = reader.read_to_end_holding().await?;
     let outcome = state
         .rakam
         .collect(CollectRequest {

@@ -21,6 +21,8 @@ pub fn install_metrics_recorder() -> Option<PrometheusHandle> {
 }
 
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
+    metrics::gauge!("rakam_inflight_request_bytes")
+        .set(state.rakam.admission().in_flight_bytes() as f64);
     match &state.metrics {
         Some(handle) => (
             [(

@@ -9,6 +9,7 @@
 //!                   └▶ Analyzer (rakam-analysis) ─▶ QueryEngine
 //! ```
 
+mod admission;
 mod collect;
 mod error;
 mod projects;
@@ -24,6 +25,7 @@ use rakam_query::{QueryEngine, QueryLimits, QueryOutput, QueryStream};
 use rakam_store_api::{Backend, KeyKind, ProjectInfo, ProjectSnapshot};
 use serde_json::Value;
 
+pub use admission::{Admission, Ticket};
 pub use collect::CollectRequest;
 pub use error::ServiceError;
 pub use projects::CollectionDescription;
@@ -38,6 +40,7 @@ pub struct Rakam {
     pipeline: Pipeline,
     query: QueryEngine,
     analyzer: Analyzer,
+    admission: Admission,
 }
 
 pub fn ingest_limits(config: &Config) -> IngestLimits {
@@ -92,6 +95,7 @@ impl Rakam {
         }
         let query = QueryEngine::new(&backend, query_limits(&config));
         Ok(Self {
+            admission: Admission::new(config.limits.max_inflight_bytes),
             config: Arc::new(config),
             analyzer: Analyzer::new(query.clone()),
             backend,
@@ -106,6 +110,11 @@ impl Rakam {
 
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// The budget of request bytes in flight (`limits.max_inflight_bytes`).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn ingest_limits(&self) -> &IngestLimits {

@@ -25,6 +25,8 @@ mod hostile_sql;
 mod isolation;
 #[path = "e2e/names.rs"]
 mod names;
+#[path = "e2e/overload.rs"]
+mod overload;
 #[path = "e2e/postgres.rs"]
 mod postgres;
 #[path = "e2e/query.rs"]

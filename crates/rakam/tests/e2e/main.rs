@@ -17,4 +17,5 @@ mod hostile_http;
 mod hostile_sql;
 mod isolation;
 mod names;
+mod overload;
 mod query;
