@@ -4,6 +4,7 @@ loads N events, then exports them all as CSV, JSON and NDJSON through
 
     cargo build --release
     python3 bench/export_http.py [--binary target/release/rakam] [--rows 10000000]
+    python3 bench/export_http.py --postgres-url postgres://postgres@127.0.0.1/rakam_export
 """
 import argparse
 import json
@@ -65,10 +66,13 @@ def main():
     parser.add_argument("--binary", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "rakam"))
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--postgres-url", default="",
+                        help="export from the PostgreSQL backend in this (empty) database")
     args = parser.parse_args()
     os.environ["RAKAM_QUERY__MAX_LIMIT"] = str(max(args.rows, 1_000_000))
+    store = ["--store", "postgres", "--postgres-url", args.postgres_url] if args.postgres_url else []
     with tempfile.TemporaryDirectory() as data_dir:
-        server, port = rakam_server.start(args.binary, data_dir)
+        server, port = rakam_server.start(args.binary, data_dir, store)
         try:
             conn = rakam_server.connect(port)
             keys = json.loads(rakam_server.post(conn, "/project/create", json.dumps({"name": "bench"}),

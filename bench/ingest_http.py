@@ -89,6 +89,9 @@ def main():
         rakam_server.send_all(port, "/event/bulk", chunks, headers, a.connections)
         elapsed = time.perf_counter() - started
         cpu = proc_cpu_s(server.pid) - cpu_before
+        # An idle keep-alive connection is closed after
+        # server.header_read_timeout_secs: the load outlasts it.
+        c = rakam_server.connect(port, timeout=600)
         read = {"content-type": "application/json", "read_key": keys["read_key"]}
         total = json.loads(rakam_server.post(c, "/query/execute", json.dumps({"query": "SELECT count(*) FROM _all"}), read))
         stored = total["result"][0][0]

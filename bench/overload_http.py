@@ -98,6 +98,7 @@ def main():
             t.join()
         elapsed = time.perf_counter() - started
         read = {"content-type": "application/json", "read_key": keys["read_key"]}
+        c = rakam_server.connect(port, timeout=600)  # the first one idled out
         stored = json.loads(rakam_server.post(c, "/query/execute",
                                               json.dumps({"query": "SELECT count(*) FROM _all"}), read))["result"][0][0]
         watcher.join()

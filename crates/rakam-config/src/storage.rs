@@ -39,6 +39,9 @@ pub struct EmbeddedConfig {
     pub compaction_small_file_bytes: u64,
     /// ...once a collection has this many of them.
     pub compaction_min_files: usize,
+    /// Memory all collections' unflushed tails may hold together; above it
+    /// the largest tails are flushed at once, whatever their age.
+    pub max_tail_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +65,7 @@ impl Default for EmbeddedConfig {
             wal_segment_bytes: 128 << 20,
             compaction_small_file_bytes: 32 << 20,
             compaction_min_files: 8,
+            max_tail_bytes: 256 << 20,
         }
     }
 }

@@ -251,6 +251,15 @@ fn prepare_all(
 fn plan_columns(current: Option<&CollectionSchema>, events: &[PreparedEvent]) -> Vec<Column> {
     let mut requested: Vec<Column> = Vec::new();
     let mut positions: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+    let existing_types: HashMap<&str, &FieldType, foldhash::fast::RandomState> = current
+        .map(|schema| {
+            schema
+                .columns
+                .iter()
+                .map(|column| (column.name.as_str(), &column.field_type))
+                .collect()
+        })
+        .unwrap_or_default();
     for event in events {
         for field in &event.fields {
             if let Some(&position) = positions.get(field.name.as_str()) {
@@ -260,8 +269,7 @@ fn plan_columns(current: Option<&CollectionSchema>, events: &[PreparedEvent]) ->
                 }
                 continue;
             }
-            let existing: Option<&FieldType> =
-                current.and_then(|schema| schema.column_type(&field.name));
+            let existing: Option<&FieldType> = existing_types.get(field.name.as_str()).copied();
             let wanted = match existing {
                 Some(existing_type) => widening_for(&field.value, existing_type),
                 None => infer_type(&field.value),

@@ -6,7 +6,10 @@
 use serde_json::{Map, Value};
 
 use crate::time_parse::looks_like_timestamp;
-use crate::{normalize_field_name, parse_date, parse_timestamp_millis, FieldType, ModelError};
+use crate::{
+    is_normal_field_name, normalize_field_name, parse_date, parse_timestamp_millis, FieldType,
+    ModelError,
+};
 
 /// A value converted to a column's type.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +254,21 @@ fn flatten_into(
     out: &mut Vec<FlatProperty>,
 ) -> Result<(), ModelError> {
     for (key, value) in properties {
+        if prefix.is_none() && is_normal_field_name(&key) {
+            // The common case: the client's name is the column's.
+            match value {
+                Value::Object(nested) if !nested.is_empty() && depth < MAX_NESTING_DEPTH => {
+                    let original = key.clone();
+                    flatten_into(nested, Some(&key), Some(&original), depth + 1, out)?;
+                }
+                value => out.push(FlatProperty {
+                    name: key,
+                    original_name: None,
+                    value,
+                }),
+            }
+            continue;
+        }
         let segment = normalize_field_name(&key)?;
         let (name, original_name) = match (prefix, original_prefix) {
             (Some(prefix), Some(original_prefix)) => (

@@ -15,8 +15,8 @@ pub use coerce::{coerce, flatten_properties, infer_type, widening_for, Fit, Flat
 pub use error::ModelError;
 pub use field_type::FieldType;
 pub use naming::{
-    normalize_collection_name, normalize_field_name, MAX_COLLECTION_BYTES, MAX_COLLECTION_CHARS,
-    MAX_NAME_LENGTH, RESERVED_COLLECTION_NAMES,
+    is_normal_field_name, normalize_collection_name, normalize_field_name, MAX_COLLECTION_BYTES,
+    MAX_COLLECTION_CHARS, MAX_NAME_LENGTH, RESERVED_COLLECTION_NAMES,
 };
 pub use schema::{
     CollectionSchema, Column, COLLECTION_COLUMN, RESERVED_FIELD_NAMES, SERVER_TIME_COLUMN,

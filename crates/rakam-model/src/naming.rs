@@ -10,14 +10,19 @@ use crate::ModelError;
 
 pub const MAX_NAME_LENGTH: usize = 128;
 
-pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
-    // Most names are already normal; skip the Unicode work for them.
-    let already_normal = !raw.is_empty()
+/// Whether `normalize_field_name` would return `raw` unchanged (most names
+/// are already normal: callers that own the name can keep it).
+pub fn is_normal_field_name(raw: &str) -> bool {
+    !raw.is_empty()
         && raw.len() <= MAX_NAME_LENGTH
         && raw
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if already_normal {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
+    // Most names are already normal; skip the Unicode work for them.
+    if is_normal_field_name(raw) {
         return Ok(raw.to_string());
     }
     let invalid = |reason| ModelError::InvalidFieldName {

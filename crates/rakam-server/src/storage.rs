@@ -31,6 +31,7 @@ pub fn embedded_options(embedded: &EmbeddedConfig, config: &Config) -> EmbeddedO
     options.wal_segment_bytes = embedded.wal_segment_bytes;
     options.compaction_small_file_bytes = embedded.compaction_small_file_bytes;
     options.compaction_min_files = embedded.compaction_min_files;
+    options.max_tail_bytes = embedded.max_tail_bytes;
     options.max_columns_per_collection = config.limits.max_columns_per_collection;
     options
 }

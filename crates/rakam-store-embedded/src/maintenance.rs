@@ -50,6 +50,9 @@ async fn tick(store: &EmbeddedStore, replaced: &mut Vec<(Instant, PathBuf)>) -> 
         .iter()
         .map(|(key, table)| (key.clone(), table.clone()))
         .collect();
+    if let Err(error) = flush_over_budget(store, &tables).await {
+        tracing::error!(%error, "flushing tails over storage.embedded.max_tail_bytes failed");
+    }
     for (key, table) in tables {
         // One failing table must not stop the others, nor WAL cleanup.
         if let Err(error) = maintain_table(store, &key, table, replaced).await {
@@ -57,6 +60,37 @@ async fn tick(store: &EmbeddedStore, replaced: &mut Vec<(Instant, PathBuf)>) -> 
         }
     }
     remove_flushed_wal_segments(store)
+}
+
+/// Keeps the memory of all tails under `max_tail_bytes`: while they hold
+/// more, the largest is flushed, whatever its age or row count.
+async fn flush_over_budget(
+    store: &EmbeddedStore,
+    tables: &[(
+        crate::store::TableKey,
+        std::sync::Arc<crate::table::CollectionTable>,
+    )],
+) -> Result<()> {
+    let durable = store.wal.durable_sequence();
+    let mut sizes: Vec<(usize, usize)> = tables
+        .iter()
+        .enumerate()
+        .map(|(index, (_, table))| (table.tail_summary(durable).durable_bytes, index))
+        .collect();
+    let mut total: usize = sizes.iter().map(|(bytes, _)| bytes).sum();
+    if total <= store.options.max_tail_bytes {
+        return Ok(());
+    }
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    for (bytes, index) in sizes {
+        if total <= store.options.max_tail_bytes / 2 || bytes == 0 {
+            break;
+        }
+        let (key, table) = &tables[index];
+        store.flush_table(key, table.clone()).await?;
+        total -= bytes;
+    }
+    Ok(())
 }
 
 async fn maintain_table(

@@ -32,6 +32,9 @@ pub struct EmbeddedOptions {
     /// ...once a collection has at least this many of them.
     pub compaction_min_files: usize,
     pub max_columns_per_collection: usize,
+    /// Memory all collections' unflushed tails may hold together; above
+    /// it the largest tails are flushed at once, whatever their age.
+    pub max_tail_bytes: usize,
 }
 
 impl EmbeddedOptions {
@@ -45,6 +48,7 @@ impl EmbeddedOptions {
             compaction_small_file_bytes: 32 << 20,
             compaction_min_files: 8,
             max_columns_per_collection: 1000,
+            max_tail_bytes: 256 << 20,
         }
     }
 }

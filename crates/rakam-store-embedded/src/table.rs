@@ -49,6 +49,8 @@ pub(crate) struct TableSnapshot {
 
 pub(crate) struct TailSummary {
     pub durable_rows: usize,
+    /// Memory the durable tail's batches hold.
+    pub durable_bytes: usize,
     pub oldest: Option<Instant>,
     pub first_sequence: Option<u64>,
 }
@@ -113,6 +115,10 @@ impl CollectionTable {
             .filter(|entry| entry.sequence <= durable_sequence);
         TailSummary {
             durable_rows: durable.clone().map(|entry| entry.batch.num_rows()).sum(),
+            durable_bytes: durable
+                .clone()
+                .map(|entry| entry.batch.get_array_memory_size())
+                .sum(),
             oldest: state.tail.first().map(|entry| entry.received),
             first_sequence: state.tail.first().map(|entry| entry.sequence),
         }
