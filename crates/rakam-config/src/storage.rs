@@ -65,7 +65,7 @@ impl Default for EmbeddedConfig {
             wal_segment_bytes: 128 << 20,
             compaction_small_file_bytes: 32 << 20,
             compaction_min_files: 8,
-            max_tail_bytes: 256 << 20,
+            max_tail_bytes: 512 << 20,
         }
     }
 }

@@ -16,8 +16,6 @@ const TICK: Duration = Duration::from_millis(250);
 /// swap so that a running query can finish reading it.
 /// Longer than any statement timeout that makes sense (the default is 300 s).
 const REPLACED_FILE_GRACE: Duration = Duration::from_secs(900);
-/// Compressed bytes merged at once; keeps one merge well inside memory.
-const MAX_COMPACTION_INPUT_BYTES: u64 = 128 << 20;
 
 pub(crate) async fn run(store: Weak<EmbeddedStore>) {
     let mut replaced: Vec<(Instant, PathBuf)> = Vec::new();
@@ -116,7 +114,12 @@ async fn maintain_table(
     let mut inputs = Vec::new();
     let mut input_bytes = 0;
     for candidate in candidates {
-        if input_bytes + candidate.bytes > MAX_COMPACTION_INPUT_BYTES && inputs.len() >= 2 {
+        // A merge is decoded whole (about ten times its compressed size):
+        // merging at most one small file's worth keeps it inside memory, and
+        // its output is no longer small, so it is not merged again.
+        if input_bytes + candidate.bytes > store.options.compaction_small_file_bytes
+            && inputs.len() >= 2
+        {
             break;
         }
         input_bytes += candidate.bytes;

@@ -48,7 +48,7 @@ impl EmbeddedOptions {
             compaction_small_file_bytes: 32 << 20,
             compaction_min_files: 8,
             max_columns_per_collection: 1000,
-            max_tail_bytes: 256 << 20,
+            max_tail_bytes: 512 << 20,
         }
     }
 }
