@@ -73,7 +73,7 @@ async fn flush_over_budget(
     let mut sizes: Vec<(usize, usize)> = tables
         .iter()
         .enumerate()
-        .map(|(index, (_, table))| (table.tail_summary(durable).durable_bytes, index))
+        .map(|(index, (_, table))| (table.tail_summary(durable).tail_bytes, index))
         .collect();
     let mut total: usize = sizes.iter().map(|(bytes, _)| bytes).sum();
     if total <= store.options.max_tail_bytes {

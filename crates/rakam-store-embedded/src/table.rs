@@ -19,11 +19,23 @@ struct TailEntry {
     sequence: u64,
     batch: RecordBatch,
     received: Instant,
+    /// The batch's memory, measured once when it arrives.
+    bytes: usize,
 }
 
 struct TableState {
     manifest: Manifest,
     tail: Vec<TailEntry>,
+    /// The memory of every tail entry, kept as entries come and go: the
+    /// tail budget reads it on every maintenance tick.
+    tail_bytes: usize,
+}
+
+impl TableState {
+    fn retain_tail(&mut self, keep: impl Fn(&TailEntry) -> bool) {
+        self.tail.retain(|entry| keep(entry));
+        self.tail_bytes = self.tail.iter().map(|entry| entry.bytes).sum();
+    }
 }
 
 pub(crate) struct CollectionTable {
@@ -49,8 +61,8 @@ pub(crate) struct TableSnapshot {
 
 pub(crate) struct TailSummary {
     pub durable_rows: usize,
-    /// Memory the durable tail's batches hold.
-    pub durable_bytes: usize,
+    /// Memory the tail's batches hold (durable or not yet).
+    pub tail_bytes: usize,
     pub oldest: Option<Instant>,
     pub first_sequence: Option<u64>,
 }
@@ -63,6 +75,7 @@ impl CollectionTable {
             state: Mutex::new(TableState {
                 manifest,
                 tail: Vec::new(),
+                tail_bytes: 0,
             }),
             maintenance: tokio::sync::Mutex::new(()),
         })
@@ -79,10 +92,13 @@ impl CollectionTable {
             .tail
             .last()
             .is_none_or(|last| last.sequence <= sequence));
+        let bytes = batch.get_array_memory_size();
+        state.tail_bytes += bytes;
         state.tail.push(TailEntry {
             sequence,
             batch,
             received: Instant::now(),
+            bytes,
         });
     }
 
@@ -90,8 +106,7 @@ impl CollectionTable {
     pub(crate) fn discard(&self, sequence: u64) {
         self.state
             .lock()
-            .tail
-            .retain(|entry| entry.sequence != sequence);
+            .retain_tail(|entry| entry.sequence != sequence);
     }
 
     pub(crate) fn snapshot(&self, durable_sequence: u64) -> TableSnapshot {
@@ -115,10 +130,7 @@ impl CollectionTable {
             .filter(|entry| entry.sequence <= durable_sequence);
         TailSummary {
             durable_rows: durable.clone().map(|entry| entry.batch.num_rows()).sum(),
-            durable_bytes: durable
-                .clone()
-                .map(|entry| entry.batch.get_array_memory_size())
-                .sum(),
+            tail_bytes: state.tail_bytes,
             oldest: state.tail.first().map(|entry| entry.received),
             first_sequence: state.tail.first().map(|entry| entry.sequence),
         }
@@ -178,7 +190,7 @@ impl CollectionTable {
         manifest.files.extend(new_file);
         manifest.commit(&self.dir)?;
         state.manifest = manifest;
-        state.tail.retain(|entry| entry.sequence > last_sequence);
+        state.retain_tail(|entry| entry.sequence > last_sequence);
         Ok(rows)
     }
 
