@@ -182,6 +182,9 @@ pub(crate) fn remove_flushed_wal_segments(store: &EmbeddedStore) -> Result<()> {
             break;
         }
         if next_first.saturating_sub(1) <= safe {
+            // On disk first: at start, a missing segment below this mark was
+            // deleted here; above it, by something else (a lost segment).
+            write_deleted_through(&store.options.data_dir.join("wal"), next_first - 1)?;
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -217,5 +220,30 @@ fn write_retention(wal_dir: &std::path::Path, retained_after: u64) -> Result<()>
     crate::fs_util::write_atomically(
         &wal_dir.join(RETENTION_FILE),
         retained_after.to_string().as_bytes(),
+    )
+}
+
+/// The file that records the highest WAL sequence whose segment was deleted.
+const DELETED_THROUGH_FILE: &str = "deleted.through";
+
+/// The highest sequence of the segments deleted after flushing; `None` for a
+/// WAL that has not recorded it yet (older versions never did).
+pub(crate) fn read_deleted_through(wal_dir: &std::path::Path) -> Result<Option<u64>> {
+    let path = wal_dir.join(DELETED_THROUGH_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Data(format!("{} is corrupt: {text:?}", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StoreError::io(format!("reading {}", path.display()))(error)),
+    }
+}
+
+pub(crate) fn write_deleted_through(wal_dir: &std::path::Path, sequence: u64) -> Result<()> {
+    crate::fs_util::write_atomically(
+        &wal_dir.join(DELETED_THROUGH_FILE),
+        sequence.to_string().as_bytes(),
     )
 }

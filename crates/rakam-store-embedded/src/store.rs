@@ -148,8 +148,25 @@ fn open_blocking(
 
     let mut replayed_records = 0_u64;
     let segments = list_segments(&wal_dir)?;
+    check_no_missing_segments(&wal_dir, &segments)?;
+    if segments.is_empty() && tables.is_empty() {
+        // A new store: from now on every deleted segment is accounted for.
+        crate::maintenance::write_deleted_through(&wal_dir, 0)?;
+    }
     let segment_count = segments.len();
+    // The sequence the next segment must start at, at the latest.
+    let mut expected_next: Option<u64> = None;
     for (index, (first_sequence, segment)) in segments.into_iter().enumerate() {
+        if let Some(expected) = expected_next {
+            if first_sequence > expected {
+                return Err(StoreError::Data(format!(
+                    "the WAL has no records {expected} to {} (a segment before {} is missing): \
+                     they were acknowledged, so rakam will not start; restore the missing segment",
+                    first_sequence - 1,
+                    segment.display()
+                )));
+            }
+        }
         // Even an empty segment reserves its first sequence: the next
         // segment must sort after it.
         highest_sequence = highest_sequence.max(first_sequence.saturating_sub(1));
@@ -181,6 +198,7 @@ fn open_blocking(
         if let Some(last) = last {
             highest_sequence = highest_sequence.max(last);
         }
+        expected_next = Some(last.map_or(first_sequence, |last| last + 1));
     }
     tracing::info!(
         replayed_records,
@@ -377,5 +395,25 @@ impl EmbeddedStore {
                 Err(error)
             }
         }
+    }
+}
+
+/// Segments are only ever deleted oldest first, once every record in them is
+/// in Parquet files, and the highest sequence deleted is on disk before the
+/// deletion (`maintenance.rs`): an oldest segment that starts later than that
+/// means a segment was deleted by something else.
+fn check_no_missing_segments(wal_dir: &std::path::Path, segments: &[(u64, PathBuf)]) -> Result<()> {
+    let Some(deleted_through) = crate::maintenance::read_deleted_through(wal_dir)? else {
+        return Ok(());
+    };
+    match segments.first() {
+        Some((first, path)) if *first > deleted_through + 1 => Err(StoreError::Data(format!(
+            "the WAL has no records {} to {} (a segment before {} is missing): \
+             they were acknowledged, so rakam will not start; restore the missing segment",
+            deleted_through + 1,
+            first - 1,
+            path.display()
+        ))),
+        _ => Ok(()),
     }
 }

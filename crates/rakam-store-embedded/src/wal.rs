@@ -90,6 +90,16 @@ pub(crate) fn replay_segment(
         )));
     }
     if valid_len < file_len {
+        // A torn write leaves nothing intact after it. An intact record
+        // further on means the bytes in between were damaged, and they held
+        // acknowledged events: refuse rather than cut them.
+        if let Some(offset) = intact_record_after(path, valid_len, scan.last_sequence)? {
+            return Err(StoreError::Data(format!(
+                "wal segment {} is damaged at byte {valid_len} of {file_len}, and an intact record follows at byte {offset}: \
+                 acknowledged events are in the damaged part, so rakam will not start; restore the segment from a backup",
+                path.display()
+            )));
+        }
         tracing::warn!(
             segment = %path.display(),
             valid_bytes = valid_len,
@@ -158,6 +168,50 @@ pub(crate) fn scan_records(
         file_len,
         last_sequence,
     })
+}
+
+/// Sequences ahead of the last good record an intact record may carry:
+/// group commits of in-flight appends land in order, so a later record's
+/// sequence is close.
+const RESYNC_WINDOW: u64 = 1 << 20;
+
+/// The offset of an intact record (length within the file, sequence just
+/// after `last_sequence`, checksum right) after `from`, if there is one.
+fn intact_record_after(
+    path: &Path,
+    from: u64,
+    last_sequence: Option<u64>,
+) -> Result<Option<u64>, StoreError> {
+    let context = || format!("reading wal segment {}", path.display());
+    let bytes = fs::read(path).map_err(StoreError::io(context()))?;
+    let after = last_sequence.unwrap_or(0);
+    let start = usize::try_from(from)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    for offset in start..bytes.len().saturating_sub(HEADER_LEN) {
+        let header = &bytes[offset..offset + HEADER_LEN];
+        let mut sequence_bytes = [0_u8; 8];
+        sequence_bytes.copy_from_slice(&header[8..16]);
+        let sequence = u64::from_le_bytes(sequence_bytes);
+        if sequence <= after || sequence > after.saturating_add(RESYNC_WINDOW) {
+            continue;
+        }
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(end) = (offset + HEADER_LEN).checked_add(length) else {
+            continue;
+        };
+        if end > bytes.len() {
+            continue;
+        }
+        let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&sequence_bytes);
+        hasher.update(&bytes[offset + HEADER_LEN..end]);
+        if hasher.finalize() == checksum {
+            return Ok(Some(offset as u64));
+        }
+    }
+    Ok(None)
 }
 
 /// Fills `buffer`; true if the file ended first.
@@ -447,6 +501,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn damage_with_intact_records_after_it_is_refused_not_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = WalWriter::start(dir.path().to_path_buf(), 1, Durability::Fsync, 1 << 30)
+            .expect("start");
+        let mut waits = Vec::new();
+        for sequence in 1..=50_u64 {
+            waits.push(writer.submit(sequence, vec![7_u8; 100]).expect("submit"));
+        }
+        for wait in waits {
+            wait.await.expect("answer").expect("durable");
+        }
+        writer.stop();
+        let path = list_segments(dir.path()).expect("list")[0].1.clone();
+        let mut bytes = fs::read(&path).expect("read");
+        let length = bytes.len();
+        // Eight flipped bytes at 10 %: records after them are intact.
+        for byte in &mut bytes[length / 10..length / 10 + 8] {
+            *byte ^= 0xff;
+        }
+        fs::write(&path, &bytes).expect("write");
+        let error = replay_segment(&path, true, |_, _| Ok(())).expect_err("refused");
+        assert!(error.to_string().contains("damaged"), "{error}");
+        assert_eq!(
+            fs::metadata(&path).expect("meta").len() as usize,
+            length,
+            "nothing cut"
+        );
+    }
+
+    #[tokio::test]
     async fn corrupt_bytes_end_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let writer =
@@ -461,21 +545,32 @@ mod tests {
         }
         writer.stop();
         let path = segment_path(dir.path(), 7);
-        let mut bytes = fs::read(&path).expect("read");
-        let second_record_payload = HEADER_LEN * 2 + 7 + 2;
-        bytes[second_record_payload] ^= 0xff;
+        let original = fs::read(&path).expect("read");
+        let record = HEADER_LEN + 7;
+        // The second record damaged: the third is intact, so the damage is
+        // not a torn tail and nothing may be cut.
+        let mut bytes = original.clone();
+        bytes[record + HEADER_LEN + 2] ^= 0xff;
         fs::write(&path, &bytes).expect("write");
-        let mut seen = Vec::new();
         assert!(
             replay_segment(&path, false, |_, _| Ok(())).is_err(),
             "an older segment must not be cut"
         );
+        assert!(
+            replay_segment(&path, true, |_, _| Ok(())).is_err(),
+            "nor the newest, when intact records follow the damage"
+        );
+        // The last record damaged: what a torn write looks like; it is cut.
+        let mut bytes = original;
+        bytes[2 * record + HEADER_LEN + 2] ^= 0xff;
+        fs::write(&path, &bytes).expect("write");
+        let mut seen = Vec::new();
         replay_segment(&path, true, |sequence, _| {
             seen.push(sequence);
             Ok(())
         })
         .expect("replay");
-        assert_eq!(seen, [7]);
+        assert_eq!(seen, [7, 8]);
     }
 
     #[tokio::test]
