@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use rakam_model::{
     flatten_properties, normalize_collection_name, parse_timestamp_millis, FlatProperty,
-    ModelError, RESERVED_FIELD_NAMES, TIME_COLUMN,
+    ModelError, MAX_NAME_LENGTH, RESERVED_FIELD_NAMES, TIME_COLUMN,
 };
 use serde_json::{Map, Value};
 
@@ -48,6 +48,7 @@ pub(crate) fn prepare(
                 Some(upload_time) => server_time_ms
                     .checked_sub(upload_time)
                     .and_then(|skew| client_time.checked_add(skew))
+                    .filter(|ms| (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(ms))
                     .ok_or_else(|| {
                         IngestError::InvalidValue(format!(
                             "api.upload_time {upload_time} is out of range"
@@ -75,7 +76,10 @@ pub(crate) fn prepare(
             .into());
         }
         check_string_lengths(&property, limits)?;
-        let no_column_possible = matches!(&property.value, Value::Object(o) if o.is_empty());
+        // An empty object has no column to go to; nor has a nested field
+        // whose flattened name is over the name limit (kept, not cut).
+        let no_column_possible = matches!(&property.value, Value::Object(o) if o.is_empty())
+            || property.name.len() > MAX_NAME_LENGTH;
         let duplicate = any_renamed && !seen.insert(property.name.clone());
         if no_column_possible || duplicate {
             let (name, value) = property.into_original_name();
@@ -93,6 +97,22 @@ pub(crate) fn prepare(
     })
 }
 
+/// Event times Rakam keeps: the years 1 to 9999, which every backend and
+/// every date function handles. A time outside them (`1e300`) is refused,
+/// never clamped to the nearest representable instant.
+const EARLIEST_TIME_MS: i64 = -62_135_596_800_000;
+const LATEST_TIME_MS: i64 = 253_402_300_799_999;
+
+fn in_time_range(time_ms: i64, sent: &Value) -> Result<i64, IngestError> {
+    if (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(&time_ms) {
+        Ok(time_ms)
+    } else {
+        Err(IngestError::InvalidTime(format!(
+            "{sent} (outside the years 1 to 9999)"
+        )))
+    }
+}
+
 fn parse_event_time(value: &Value) -> Result<i64, IngestError> {
     match value {
         Value::Number(number) => number
@@ -100,13 +120,15 @@ fn parse_event_time(value: &Value) -> Result<i64, IngestError> {
             .or_else(|| {
                 number
                     .as_f64()
-                    .filter(|f| f.is_finite())
+                    .filter(|f| f.is_finite() && f.abs() < 9.2e18)
                     .map(|f| f.round() as i64)
             })
-            .ok_or_else(|| IngestError::InvalidTime(value.to_string())),
+            .ok_or_else(|| IngestError::InvalidTime(value.to_string()))
+            .and_then(|ms| in_time_range(ms, value)),
         Value::String(text) => parse_timestamp_millis(text)
             .or_else(|| text.trim().parse::<i64>().ok())
-            .ok_or_else(|| IngestError::InvalidTime(value.to_string())),
+            .ok_or_else(|| IngestError::InvalidTime(value.to_string()))
+            .and_then(|ms| in_time_range(ms, value)),
         _ => Err(IngestError::InvalidTime(value.to_string())),
     }
 }
@@ -179,6 +201,23 @@ mod tests {
         assert!(prepare_plain(input(json!({"_time": "soon"}), None), 0, &limits).is_err());
         assert!(prepare_plain(input(json!({"_time": true}), None), 0, &limits).is_err());
         assert!(prepare_plain(input(json!({"_time": 1}), Some(i64::MIN)), 5, &limits).is_err());
+        for far in [
+            json!(1e300),
+            json!(-1e300),
+            json!(i64::MAX),
+            json!("99999-01-01T00:00:00Z"),
+        ] {
+            assert!(
+                prepare_plain(input(json!({"_time": far.clone()}), None), 0, &limits).is_err(),
+                "{far}"
+            );
+        }
+        assert!(prepare_plain(
+            input(json!({"_time": "9999-12-31T23:59:59Z"}), None),
+            0,
+            &limits
+        )
+        .is_ok());
     }
 
     #[test]
@@ -206,6 +245,20 @@ mod tests {
         .expect("ok");
         assert_eq!(prepared.fields.len(), 1);
         assert_eq!(prepared.unmapped.len(), 1);
+    }
+
+    #[test]
+    fn a_flattened_name_over_the_limit_is_kept_aside() {
+        let mut inner = Map::new();
+        inner.insert("b".repeat(100), json!(1));
+        let mut outer = Map::new();
+        outer.insert("a".repeat(100), Value::Object(inner));
+        outer.insert("ok".into(), json!(2));
+        let nested = Value::Object(outer);
+        let prepared =
+            prepare_plain(input(nested, None), 0, &IngestLimits::default()).expect("kept");
+        assert_eq!(prepared.fields.len(), 1);
+        assert_eq!(prepared.unmapped.len(), 1, "{:?}", prepared.unmapped);
     }
 
     #[test]
