@@ -80,6 +80,29 @@ fn with_panic_guard<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rout
     ))
 }
 
+/// 200 while the server can store events; 503 once its log refuses every
+/// write until a restart (a failed fsync), so a load balancer or an
+/// orchestrator takes it out and restarts it.
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.rakam.health() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(failure) => {
+            let mut response = ApiError::new(
+                rakam_common::ErrorCode::Unavailable,
+                format!("the server cannot store events until it restarts: {failure}"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .remove(axum::http::header::RETRY_AFTER);
+            response
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
@@ -132,10 +155,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/flow/analyze", analysis_routes::route(AnalysisKind::Flow))
         .route("/metrics", get(metrics::render))
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", get(health))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
                 rakam_common::ErrorCode::UnknownEndpoint,

@@ -191,6 +191,14 @@ impl Rakam {
         Ok(self.analyzer.run(kind, &snapshot, request).await?)
     }
 
+    /// Why the server cannot store events until it restarts, if it cannot.
+    pub fn health(&self) -> Result<(), String> {
+        match self.backend.sink.failure() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+
     /// Finishes pending work and makes everything durable in its long-term
     /// form.
     pub async fn shutdown(&self) -> Result<()> {

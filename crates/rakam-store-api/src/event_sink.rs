@@ -46,6 +46,12 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Keeps every append after `position` replayable, until raised again.
     fn retain_log_after(&self, _position: LogPosition) {}
 
+    /// Why the sink refuses every append until the server restarts (a
+    /// failed fsync), if it does; `/health` reports it.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
     /// Drops every row of the project.
     async fn delete_project(&self, project: &ProjectId) -> Result<()>;
 

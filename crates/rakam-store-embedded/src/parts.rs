@@ -91,6 +91,10 @@ impl EventSink for EmbeddedStore {
         Ok(Some(appends))
     }
 
+    fn failure(&self) -> Option<String> {
+        self.wal.failure()
+    }
+
     fn retain_log_after(&self, position: LogPosition) {
         let previous = self.retained_after.swap(position.0, Ordering::AcqRel);
         if previous != position.0 {

@@ -241,6 +241,8 @@ pub(crate) struct WalWriter {
     /// First sequence of the segment being written; it is never deleted.
     current_segment: Arc<AtomicU64>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Why the WAL refuses writes until a restart, once it does.
+    failure: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for WalWriter {
@@ -268,6 +270,8 @@ impl WalWriter {
         let (sender, receiver) = mpsc::unbounded_channel();
         let thread_durable = durable_sequence.clone();
         let thread_segment = current_segment.clone();
+        let failure = Arc::new(parking_lot::Mutex::new(None));
+        let thread_failure = failure.clone();
         let thread = std::thread::Builder::new()
             .name("rakam-wal".into())
             .spawn(move || {
@@ -278,7 +282,7 @@ impl WalWriter {
                     segment_bytes,
                     durable_sequence: thread_durable,
                     current_segment: thread_segment,
-                    failure: None,
+                    failure: thread_failure,
                 };
                 committer.run(receiver);
             })
@@ -288,7 +292,13 @@ impl WalWriter {
             durable_sequence,
             current_segment,
             thread: parking_lot::Mutex::new(Some(thread)),
+            failure,
         })
+    }
+
+    /// Why the WAL refuses every write until a restart, if it does.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
     }
 
     /// Queues a record. Callers must submit in sequence order; the returned
@@ -353,6 +363,13 @@ impl Segment {
     }
 }
 
+enum WriteFailure {
+    /// Nothing of the group is in the segment: the next group may go on.
+    CutBack(String),
+    /// Only a restart is safe.
+    Fatal(String),
+}
+
 struct GroupCommitter {
     dir: PathBuf,
     segment: Segment,
@@ -360,11 +377,13 @@ struct GroupCommitter {
     segment_bytes: u64,
     durable_sequence: Arc<AtomicU64>,
     current_segment: Arc<AtomicU64>,
-    /// Set by the first failed write or fsync. From then on every append
-    /// fails (fail-stop): the durable sequence must stay a prefix, and after
-    /// an fsync error the kernel may have dropped dirty pages, so only a
-    /// restart (which replays what is really on disk) is safe.
-    failure: Option<String>,
+    /// Set by a failed fsync, or a failed write that could not be cut back.
+    /// From then on every append fails (fail-stop): after an fsync error the
+    /// kernel may have dropped dirty pages, so only a restart (which replays
+    /// what is really on disk) is safe. A write that failed (a full disk)
+    /// and was cut back fails its group only: the next group may succeed
+    /// once there is room again.
+    failure: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl GroupCommitter {
@@ -382,7 +401,7 @@ impl GroupCommitter {
                     Err(_) => break,
                 }
             }
-            if let Some(failure) = &self.failure {
+            if let Some(failure) = self.failure.lock().clone() {
                 for request in group {
                     let _ = request.done.send(Err(failure.clone()));
                 }
@@ -393,23 +412,29 @@ impl GroupCommitter {
                 encode_record(request.sequence, &request.payload, &mut buffer);
             }
             let last_sequence = group.last().map_or(0, |request| request.sequence);
-            let outcome = self.write(&buffer);
-            match &outcome {
-                Ok(()) => self
-                    .durable_sequence
-                    .store(last_sequence, Ordering::Release),
-                Err(failure) => {
-                    tracing::error!(%failure, "the wal is failing: refusing writes until restart");
-                    self.failure = Some(failure.clone());
+            let outcome = match self.write(&buffer) {
+                Ok(()) => {
+                    self.durable_sequence
+                        .store(last_sequence, Ordering::Release);
+                    Ok(())
                 }
-            }
+                Err(WriteFailure::CutBack(failure)) => {
+                    tracing::error!(%failure, "a wal write failed and was cut back; later writes are tried again");
+                    Err(failure)
+                }
+                Err(WriteFailure::Fatal(failure)) => {
+                    tracing::error!(%failure, "the wal is failing: refusing writes until restart");
+                    *self.failure.lock() = Some(failure.clone());
+                    Err(failure)
+                }
+            };
             for request in group {
                 let _ = request.done.send(outcome.clone());
             }
             if outcome.is_ok() && self.segment.length >= self.segment_bytes {
                 if let Err(error) = self.rotate(last_sequence + 1) {
                     tracing::error!(%error, "cannot start a new wal segment");
-                    self.failure = Some(format!("cannot start a new wal segment: {error}"));
+                    *self.failure.lock() = Some(format!("cannot start a new wal segment: {error}"));
                 }
             }
         }
@@ -418,27 +443,26 @@ impl GroupCommitter {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let result = self
-            .segment
-            .file
-            .write_all(bytes)
-            .and_then(|()| match self.durability {
-                Durability::Fsync => self.segment.file.sync_data(),
-                Durability::Os => Ok(()),
-            });
-        match result {
-            Ok(()) => {
-                self.segment.length += bytes.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
-                // Cut the partial write so that later records stay readable.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), WriteFailure> {
+        if let Err(error) = self.segment.file.write_all(bytes) {
+            tracing::error!(%error, segment = %self.segment.path.display(), "wal write failed");
+            let message = format!("wal write failed: {error}");
+            // Cut the partial write so that later records stay readable;
+            // if even that fails, the segment's end is unknown.
+            return match self.segment.file.set_len(self.segment.length) {
+                Ok(()) => Err(WriteFailure::CutBack(message)),
+                Err(_) => Err(WriteFailure::Fatal(message)),
+            };
+        }
+        if self.durability == Durability::Fsync {
+            if let Err(error) = self.segment.file.sync_data() {
+                tracing::error!(%error, segment = %self.segment.path.display(), "wal fsync failed");
                 let _ = self.segment.file.set_len(self.segment.length);
-                tracing::error!(%error, segment = %self.segment.path.display(), "wal write failed");
-                Err(format!("wal write failed: {error}"))
+                return Err(WriteFailure::Fatal(format!("wal fsync failed: {error}")));
             }
         }
+        self.segment.length += bytes.len() as u64;
+        Ok(())
     }
 
     fn rotate(&mut self, next_sequence: u64) -> Result<(), StoreError> {

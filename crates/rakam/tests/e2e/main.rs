@@ -13,6 +13,7 @@ mod cli;
 mod clients;
 mod collect;
 mod crash;
+mod full_disk;
 mod hostile_http;
 mod hostile_sql;
 mod isolation;

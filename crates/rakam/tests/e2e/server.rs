@@ -92,6 +92,21 @@ impl TestServer {
         server
     }
 
+    /// A server on the embedded store in `data_dir` (which the test owns).
+    pub fn start_in(data_dir: &Path) -> Self {
+        let mut server = Self {
+            database: None,
+            port: 0,
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+            _temp: None,
+        };
+        server.launch();
+        server
+    }
+
     /// Another server on the same database as `other` (PostgreSQL only):
     /// processes that share one database must agree.
     pub fn start_sharing(other: &TestServer) -> Self {
