@@ -5,7 +5,8 @@
 use std::io::Cursor;
 
 use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::record_batch::RecordBatch;
 use rakam_store_api::{ProjectId, StoreError};
 
@@ -30,7 +31,13 @@ pub(crate) fn encode(
         put_bytes(&mut out, collection.as_bytes());
         let mut ipc = Vec::new();
         {
-            let mut writer = StreamWriter::try_new(&mut ipc, &batch.schema())?;
+            // LZ4 keeps sparse batches (a wide collection, few fields per
+            // event: mostly nulls) from multiplying the bytes written; the
+            // reader finds the codec in the stream, so older records read.
+            let options = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+            let mut writer =
+                StreamWriter::try_new_with_options(&mut ipc, &batch.schema(), options)?;
             writer.write(batch)?;
             writer.finish()?;
         }
