@@ -14,13 +14,13 @@ use axum::http::HeaderMap;
 use flate2::write::MultiGzDecoder as GzDecoder;
 use futures::StreamExt;
 use rakam_common::ErrorCode;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::body_key::{scan_api_key, KeyScan};
 use rakam_server::Ticket;
 
-use crate::{ApiError, AppState};
+pub use crate::request::{media_type, off_async, parse_json, read_body};
+use crate::ApiError;
 
 /// How much of a body may come before its `api` member. Rakam's clients
 /// send `api` first (batches) or after the collection name (single
@@ -385,66 +385,6 @@ fn gzip_error(exceeded: bool, message: &str, limit: usize, limit_key: &str) -> A
             format!("the gzip body is corrupt: {message}"),
         )
     }
-}
-
-/// The whole body of a request whose key was checked already.
-pub async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    limit_key: &'static str,
-) -> Result<Bytes, ApiError> {
-    BodyReader::new(headers, body, limit, limit_key, state.body_read_timeout())?
-        .read_to_end()
-        .await
-}
-
-/// Runs CPU-heavy work (decompression, decoding) on the blocking pool, so
-/// the async workers keep answering other requests.
-pub async fn off_async<T, F>(work: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
-        tracing::error!(%error, "blocking work failed");
-        ApiError::new(
-            ErrorCode::Internal,
-            "the server could not complete the request; see the server log",
-        )
-    })
-}
-
-/// A JSON body as `T`; a wrong shape is a 400 that says what is wrong.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        bytes
-    };
-    serde_json::from_slice(bytes).map_err(|error| {
-        ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!("the body is not valid: {error}"),
-        )
-    })
-}
-
-/// The media type without parameters, lower case: `Application/JSON;
-/// charset=UTF-8` is `application/json`.
-pub fn media_type(headers: &HeaderMap) -> String {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

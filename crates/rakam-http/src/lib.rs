@@ -13,6 +13,7 @@ mod event_routes;
 mod metrics;
 mod project_routes;
 mod query_routes;
+mod request;
 mod server;
 
 use std::sync::Arc;

@@ -19,6 +19,7 @@ mod provider;
 mod store;
 mod table;
 mod wal;
+mod wal_replay;
 
 pub use catalog::FileCatalog;
 pub use store::{open, open_backend, EmbeddedOptions, EmbeddedStore};
