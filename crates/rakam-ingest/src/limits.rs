@@ -1,5 +1,8 @@
+use rakam_config::LimitsConfig;
+
 /// Per-request limits, the same for every Source. Exceeding one is a clear
-/// error naming the limit; nothing is ever truncated.
+/// error naming the limit; nothing is ever truncated. The defaults are the
+/// config's (`limits.*`), stated once there.
 #[derive(Debug, Clone)]
 pub struct IngestLimits {
     /// Largest body of a single event or a batch, after decompression.
@@ -12,15 +15,21 @@ pub struct IngestLimits {
     pub max_string_bytes: usize,
 }
 
+impl From<&LimitsConfig> for IngestLimits {
+    fn from(limits: &LimitsConfig) -> Self {
+        Self {
+            max_request_bytes: limits.max_request_bytes,
+            max_bulk_bytes: limits.max_bulk_bytes,
+            max_event_bytes: limits.max_event_bytes,
+            max_batch_events: limits.max_batch_events,
+            max_properties_per_event: limits.max_properties_per_event,
+            max_string_bytes: limits.max_string_bytes,
+        }
+    }
+}
+
 impl Default for IngestLimits {
     fn default() -> Self {
-        Self {
-            max_request_bytes: 16 << 20,
-            max_bulk_bytes: 256 << 20,
-            max_event_bytes: 1 << 20,
-            max_batch_events: 10_000_000,
-            max_properties_per_event: 1_000,
-            max_string_bytes: 1 << 20,
-        }
+        Self::from(&LimitsConfig::default())
     }
 }

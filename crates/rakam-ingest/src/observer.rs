@@ -39,6 +39,10 @@ pub(crate) struct Observers {
 }
 
 impl Observers {
+    pub fn is_empty(&self) -> bool {
+        self.observers.is_empty()
+    }
+
     pub fn add(&mut self, observer: Arc<dyn AppendObserver>) {
         self.observers.push(observer);
     }

@@ -110,6 +110,10 @@ impl Pipeline {
             schema_version: version,
             batches,
         };
+        if self.observers.is_empty() {
+            self.sink.append(append).await?;
+            return Ok(outcome);
+        }
         // The append and the observers' delivery finish together even when
         // the client goes away mid-request.
         let (sink, observers) = (self.sink.clone(), self.observers.clone());
@@ -188,7 +192,7 @@ impl Pipeline {
     ) -> Result<(Arc<CollectionSchema>, u64), IngestError> {
         let current = project.schema(collection);
         let mut requested = plan_columns(current.map(|s| &**s), events);
-        settle_user_column(project, current.map(|s| &**s), events, &mut requested);
+        settle_user_column(project, current.map(|s| &**s), &mut requested);
         match current {
             Some(schema) if requested.is_empty() => Ok((schema.clone(), project.version)),
             _ => {

@@ -4,8 +4,6 @@
 use rakam_model::{CollectionSchema, Column, FieldType};
 use rakam_store_api::ProjectSnapshot;
 
-use crate::prepare::PreparedEvent;
-
 pub(crate) const USER_COLUMN: &str = "_user";
 
 /// The type of `_user` in the project so far: STRING when any collection
@@ -30,7 +28,6 @@ fn project_user_type(project: &ProjectSnapshot) -> Option<FieldType> {
 pub(crate) fn settle_user_column(
     project: &ProjectSnapshot,
     current: Option<&CollectionSchema>,
-    _events: &[PreparedEvent],
     requested: &mut Vec<Column>,
 ) {
     if current.is_some_and(|schema| schema.column_type(USER_COLUMN).is_some()) {
@@ -92,7 +89,7 @@ mod tests {
 
     fn settled(project: &ProjectSnapshot, requested: Vec<Column>) -> Vec<Column> {
         let mut requested = requested;
-        settle_user_column(project, None, &[], &mut requested);
+        settle_user_column(project, None, &mut requested);
         requested
     }
 
@@ -124,16 +121,16 @@ mod tests {
             columns: vec![user(FieldType::Long)],
         };
         let mut requested = vec![];
-        settle_user_column(&mixed, Some(&has_it), &[], &mut requested);
+        settle_user_column(&mixed, Some(&has_it), &mut requested);
         assert!(requested.is_empty());
         let lacks_it = CollectionSchema { columns: vec![] };
-        settle_user_column(&mixed, Some(&lacks_it), &[], &mut requested);
+        settle_user_column(&mixed, Some(&lacks_it), &mut requested);
         assert!(requested.is_empty(), "no schema change of its own");
         let mut with_new_field = vec![Column {
             name: "x".into(),
             field_type: FieldType::Long,
         }];
-        settle_user_column(&mixed, Some(&lacks_it), &[], &mut with_new_field);
+        settle_user_column(&mixed, Some(&lacks_it), &mut with_new_field);
         assert_eq!(with_new_field.len(), 2, "piggybacks on a change");
     }
 }

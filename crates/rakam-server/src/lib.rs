@@ -44,15 +44,7 @@ pub struct Rakam {
 }
 
 pub fn ingest_limits(config: &Config) -> IngestLimits {
-    let limits = &config.limits;
-    IngestLimits {
-        max_request_bytes: limits.max_request_bytes,
-        max_bulk_bytes: limits.max_bulk_bytes,
-        max_event_bytes: limits.max_event_bytes,
-        max_batch_events: limits.max_batch_events,
-        max_properties_per_event: limits.max_properties_per_event,
-        max_string_bytes: limits.max_string_bytes,
-    }
+    IngestLimits::from(&config.limits)
 }
 
 pub fn query_limits(config: &Config) -> QueryLimits {

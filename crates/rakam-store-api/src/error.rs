@@ -9,7 +9,7 @@ pub enum StoreError {
     ProjectExists(String),
     #[error("invalid project name {0:?}: only letters, digits and '_' are allowed")]
     InvalidProjectName(String),
-    #[error("collection {collection:?} would have more than {limit} columns (limit storage.max_columns_per_collection)")]
+    #[error("collection {collection:?} would have more than {limit} columns (limit limits.max_columns_per_collection)")]
     TooManyColumns { collection: String, limit: usize },
     #[error("column {column:?} is {existing}, which cannot hold {requested}")]
     TypeConflict {
