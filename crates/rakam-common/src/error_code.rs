@@ -52,6 +52,8 @@ pub enum ErrorCode {
     TypeConflict = 3005,
     /// The collection does not exist.
     CollectionNotFound = 3006,
+    /// A new collection would exceed the project's collection limit.
+    TooManyCollections = 3007,
     /// SQL that does not parse or plan.
     SqlError = 4001,
     /// SQL that would change data, or read outside the project.
@@ -66,6 +68,9 @@ pub enum ErrorCode {
     InvalidAnalysis = 4005,
     /// A statement or filter nested too deeply, or reading too many tables.
     SqlTooComplex = 4006,
+    /// The query needs more memory than one query, or all running queries
+    /// together, may hold.
+    QueryMemoryExceeded = 4007,
     /// The backend cannot do this.
     NotSupported = 5001,
     /// Storage failed (disk, fsync, file format).

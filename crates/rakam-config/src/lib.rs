@@ -44,6 +44,13 @@ pub struct ServerConfig {
     /// When set, `/project/create` and `/project/list` need it. When empty,
     /// only clients on the loopback interface may create projects.
     pub lock_key: String,
+    /// Whether, without a lock key, clients on this machine that do not come
+    /// through a proxy may create and list projects and read `/metrics`.
+    pub trust_loopback: bool,
+    /// When set, `/metrics` needs `Authorization: Bearer <token>`; when
+    /// empty, only clients on this machine may read it (see
+    /// `trust_loopback`).
+    pub metrics_token: String,
     /// Whether `/project/delete` may delete a project and all its data.
     pub allow_project_deletion: bool,
     /// A client must send a request's headers within this many seconds; a
@@ -78,6 +85,9 @@ pub struct LimitsConfig {
     pub max_string_bytes: usize,
     /// New fields beyond this many columns in a collection go to `_unmapped`.
     pub max_columns_per_collection: usize,
+    /// Collections a project may have; an event for a new collection beyond
+    /// it is refused with a 400 naming this limit.
+    pub max_collections_per_project: usize,
     /// Request bytes (after decompression) all collection requests may hold
     /// at once; a request that would go over is answered 503 with
     /// `Retry-After`. At least `max_bulk_bytes`.
@@ -96,6 +106,14 @@ pub struct QueryConfig {
     /// Memory all running queries may hold together; a query that needs
     /// more fails with a clear error instead of exhausting the machine.
     pub memory_limit_bytes: u64,
+    /// Memory one query may hold: sorts, joins and aggregations (which
+    /// spill to disk first), the result it collects and its encoding.
+    pub memory_per_query_bytes: u64,
+    /// Queries one project may run at once; more wait for a slot within
+    /// their statement timeout.
+    pub max_concurrent_per_project: usize,
+    /// Threads queries run on, apart from ingest (0: one per core).
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +121,8 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:9999".into(),
             lock_key: String::new(),
+            trust_loopback: true,
+            metrics_token: String::new(),
             allow_project_deletion: true,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 120,
@@ -122,6 +142,7 @@ impl Default for LimitsConfig {
             max_properties_per_event: 1000,
             max_string_bytes: 1 << 20,
             max_columns_per_collection: 1000,
+            max_collections_per_project: 1000,
             max_inflight_bytes: 512 << 20,
         }
     }
@@ -134,6 +155,9 @@ impl Default for QueryConfig {
             max_limit: 1_000_000,
             statement_timeout_secs: 300,
             memory_limit_bytes: 4 << 30,
+            memory_per_query_bytes: 1 << 30,
+            max_concurrent_per_project: 4,
+            threads: 0,
         }
     }
 }
@@ -242,6 +266,16 @@ impl Config {
         if self.query.default_limit > self.query.max_limit {
             return Err(ConfigError::Invalid(
                 "query.default_limit is above query.max_limit".into(),
+            ));
+        }
+        if self.query.memory_per_query_bytes > self.query.memory_limit_bytes {
+            return Err(ConfigError::Invalid(
+                "query.memory_per_query_bytes is above query.memory_limit_bytes".into(),
+            ));
+        }
+        if self.query.max_concurrent_per_project == 0 {
+            return Err(ConfigError::Invalid(
+                "query.max_concurrent_per_project must be at least 1".into(),
             ));
         }
         Ok(())

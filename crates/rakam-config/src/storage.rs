@@ -42,6 +42,11 @@ pub struct EmbeddedConfig {
     /// Memory all collections' unflushed tails may hold together; above it
     /// the largest tails are flushed at once, whatever their age.
     pub max_tail_bytes: usize,
+    /// What start-up does with a damaged WAL or a missing segment:
+    /// `refuse` (name the damage and stop) or `quarantine` (move damaged
+    /// bytes to `wal/quarantine/`, keep every intact record, start, and say
+    /// so in the log and in `/health`).
+    pub wal_recovery: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +71,7 @@ impl Default for EmbeddedConfig {
             compaction_small_file_bytes: 32 << 20,
             compaction_min_files: 8,
             max_tail_bytes: 512 << 20,
+            wal_recovery: "refuse".into(),
         }
     }
 }
@@ -124,6 +130,12 @@ impl StorageConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             Self::Embedded(embedded) => {
+                if !matches!(embedded.wal_recovery.as_str(), "refuse" | "quarantine") {
+                    return Err(format!(
+                        "storage.embedded.wal_recovery must be \"refuse\" or \"quarantine\", not {:?}",
+                        embedded.wal_recovery
+                    ));
+                }
                 if !matches!(embedded.durability.as_str(), "fsync" | "os") {
                     return Err(format!(
                         "storage.embedded.durability must be \"fsync\" or \"os\", not {:?}",

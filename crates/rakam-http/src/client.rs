@@ -73,6 +73,16 @@ pub(crate) fn client_address(
     client
 }
 
+/// A client on the server's own machine that did not come through a
+/// proxy: a same-host reverse proxy connects from loopback too, but says
+/// whom it forwards. `server.trust_loopback = false` trusts no one.
+pub(crate) fn is_local_client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    let proxied = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    state.rakam.config().server.trust_loopback && peer.ip().is_loopback() && !proxied
+}
+
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     headers
         .get(name)

@@ -27,12 +27,14 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidName
         | ErrorCode::InvalidType
         | ErrorCode::TooManyColumns
+        | ErrorCode::TooManyCollections
         | ErrorCode::ReservedName
         | ErrorCode::TypeConflict
         | ErrorCode::SqlError
         | ErrorCode::RowLimitExceeded
         | ErrorCode::InvalidAnalysis
         | ErrorCode::SqlTooComplex
+        | ErrorCode::QueryMemoryExceeded
         | ErrorCode::ProjectExists => StatusCode::BAD_REQUEST,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -89,7 +89,15 @@ async fn health(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     match state.rakam.health() {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(()) => {
+            let notices = state.rakam.notices();
+            if notices.is_empty() {
+                axum::Json(serde_json::json!({"status": "ok"})).into_response()
+            } else {
+                axum::Json(serde_json::json!({"status": "degraded", "notices": notices}))
+                    .into_response()
+            }
+        }
         Err(failure) => {
             let mut response = ApiError::new(
                 rakam_common::ErrorCode::Unavailable,

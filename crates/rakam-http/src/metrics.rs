@@ -2,12 +2,18 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::AppState;
+use rakam_common::ErrorCode;
+
+use crate::client::is_local_client;
+use crate::{ApiError, AppState};
 
 /// Installs the process-wide recorder; call once at start-up.
 pub fn install_metrics_recorder() -> Option<PrometheusHandle> {
@@ -20,7 +26,32 @@ pub fn install_metrics_recorder() -> Option<PrometheusHandle> {
     }
 }
 
-pub(crate) async fn render(State(state): State<AppState>) -> Response {
+/// Metrics tell how busy every project is: they need the configured token,
+/// or a client on this machine.
+fn may_read(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    let token = &state.rakam.config().server.metrics_token;
+    if token.is_empty() {
+        return is_local_client(state, peer, headers);
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|given| rakam_server::constant_time_eq(given.trim(), token))
+}
+
+pub(crate) async fn render(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !may_read(&state, peer, &headers) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            "metrics need server.metrics_token (Authorization: Bearer …) or a client on the server's own machine",
+        )
+        .into_response();
+    }
     metrics::gauge!("rakam_inflight_request_bytes")
         .set(state.rakam.admission().in_flight_bytes() as f64);
     match &state.metrics {

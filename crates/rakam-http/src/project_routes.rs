@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::auth::authorize;
 use crate::body::{parse_json, read_body};
+use crate::client::is_local_client;
 use crate::{ApiError, AppState};
 
 type Params = Query<HashMap<String, String>>;
@@ -35,9 +36,10 @@ pub(crate) async fn create(
 ) -> Result<Json<ProjectKeys>, ApiError> {
     let bytes = read_body(&state, &headers, body, SMALL_BODY, "project request").await?;
     let request: LockRequest = parse_json(&bytes)?;
-    state
-        .rakam
-        .check_lock_key(request.lock_key.as_deref(), peer.ip().is_loopback())?;
+    state.rakam.check_lock_key(
+        request.lock_key.as_deref(),
+        is_local_client(&state, peer, &headers),
+    )?;
     let name = request.name.ok_or_else(|| {
         ApiError::new(
             ErrorCode::MissingParameter,
@@ -59,7 +61,7 @@ pub(crate) async fn list(
     let lock_key = request.lock_key.or_else(|| params.get("lock_key").cloned());
     state
         .rakam
-        .check_lock_key(lock_key.as_deref(), peer.ip().is_loopback())?;
+        .check_lock_key(lock_key.as_deref(), is_local_client(&state, peer, &headers))?;
     Ok(Json(state.rakam.list_projects().await?))
 }
 

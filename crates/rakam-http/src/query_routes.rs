@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use rakam_common::ErrorCode;
-use rakam_query::{rows_as_json, schema_fields, ExportEncoder, ExportFormat, SchemaFieldJson};
+use rakam_query::{schema_fields, write_rows_json, ExportEncoder, ExportFormat, SchemaFieldJson};
 use rakam_store_api::KeyKind;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::auth::authorize;
 use crate::body::{parse_json, read_body};
@@ -68,25 +68,34 @@ pub(crate) async fn execute(
     Query(params): Params,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
     let request = read_request(&state, &headers, body).await?;
     let sql = request.sql()?;
-    let output = state
+    let mut output = state
         .rakam
         .execute(&project, sql, request.limit)
         .await
         .map_err(|e| with_query(e, sql))?;
     metrics::histogram!("rakam_query_duration_seconds").record(output.elapsed.as_secs_f64());
-    let rows = rows_as_json(&output.batches)?;
-    Ok(Json(json!({
-        "metadata": schema_fields(&output.schema),
-        "result": rows,
-        "properties": {
-            "executionTimeInMillis": output.elapsed.as_millis() as u64,
-            "materializedViews": {},
-        },
-    })))
+    // Written straight to bytes, counted against the query's memory: a
+    // tree of JSON values would take several times the result's size.
+    let mut body = b"{\"metadata\":".to_vec();
+    let properties = json!({
+        "executionTimeInMillis": output.elapsed.as_millis() as u64,
+        "materializedViews": {},
+    });
+    serde_json::to_writer(&mut body, &schema_fields(&output.schema)).map_err(internal)?;
+    body.extend_from_slice(b",\"result\":");
+    write_rows_json(&mut output, &mut body)?;
+    body.extend_from_slice(b",\"properties\":");
+    serde_json::to_writer(&mut body, &properties).map_err(internal)?;
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn internal(error: serde_json::Error) -> ApiError {
+    ApiError::new(ErrorCode::Internal, error.to_string())
 }
 
 pub(crate) async fn export(

@@ -11,7 +11,7 @@ use rakam_model::FieldType;
 use serde::Serialize;
 use serde_json::{Number, Value};
 
-use crate::QueryError;
+use crate::{QueryError, QueryOutput};
 
 /// Rakam's `SchemaField`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -45,25 +45,30 @@ pub fn descriptive_name(name: &str) -> String {
     }
 }
 
+/// Timestamps of any unit, as milliseconds: the unit the JSON rows show.
+fn in_milliseconds(batch: &RecordBatch) -> Result<Vec<ArrayRef>, QueryError> {
+    batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            DataType::Timestamp(unit, _) if *unit != TimeUnit::Millisecond => {
+                datafusion::arrow::compute::cast(
+                    column,
+                    &DataType::Timestamp(TimeUnit::Millisecond, None),
+                )
+                .map_err(|e| QueryError::Execution(e.to_string()))
+            }
+            _ => Ok(column.clone()),
+        })
+        .collect()
+}
+
 /// Every row as a JSON array, in column order. Timestamps are ISO-8601 in
 /// UTC with milliseconds, dates `yyyy-MM-dd`.
 pub fn rows_as_json(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, QueryError> {
     let mut rows = Vec::new();
     for batch in batches {
-        let columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|column| match column.data_type() {
-                DataType::Timestamp(unit, _) if *unit != TimeUnit::Millisecond => {
-                    datafusion::arrow::compute::cast(
-                        column,
-                        &DataType::Timestamp(TimeUnit::Millisecond, None),
-                    )
-                    .map_err(|e| QueryError::Execution(e.to_string()))
-                }
-                _ => Ok(column.clone()),
-            })
-            .collect::<Result<_, _>>()?;
+        let columns = in_milliseconds(batch)?;
         for row in 0..batch.num_rows() {
             let mut values = Vec::with_capacity(columns.len());
             for column in &columns {
@@ -73,6 +78,45 @@ pub fn rows_as_json(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, QueryErr
         }
     }
     Ok(rows)
+}
+
+/// Rows encoded between two checks of the query's memory.
+const ROWS_PER_MEMORY_CHECK: usize = 1024;
+
+/// The rows of `output` as one JSON array (as [`rows_as_json`] has them),
+/// appended to `out`. The bytes count against the query's memory as they
+/// are written, so an enormous result fails with a clear error instead of
+/// exhausting the machine.
+pub fn write_rows_json(output: &mut QueryOutput, out: &mut Vec<u8>) -> Result<(), QueryError> {
+    let counted_from = out.len();
+    let mut counted = 0;
+    out.push(b'[');
+    let mut first = true;
+    for batch in &output.batches {
+        let columns = in_milliseconds(batch)?;
+        for row in 0..batch.num_rows() {
+            out.push(if first { b'[' } else { b',' });
+            if !first {
+                out.push(b'[');
+            }
+            first = false;
+            for (index, column) in columns.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, &value_at(column, row)?)
+                    .map_err(|e| QueryError::Execution(e.to_string()))?;
+            }
+            out.push(b']');
+            if row % ROWS_PER_MEMORY_CHECK == 0 {
+                let written = out.len() - counted_from;
+                output.memory.grow(written - counted)?;
+                counted = written;
+            }
+        }
+    }
+    out.push(b']');
+    output.memory.grow(out.len() - counted_from - counted)
 }
 
 fn float(value: f64) -> Value {

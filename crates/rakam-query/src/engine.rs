@@ -6,14 +6,21 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use rakam_config::QueryConfig;
 use rakam_store_api::{Backend, NativeSql, ProjectSnapshot, TableSource};
 
+use crate::execution::RunningQuery;
 use crate::guard::{check_statement, GuardedStatement};
+use crate::memory::{QueryMemory, QueryPool, ServerMemory};
 use crate::native::prepare_native;
 use crate::project_schema::ProjectSchema;
+use crate::redact::Redactor;
+use crate::runtime::{ProjectSlots, QueryRuntime};
+use crate::yielding::YieldInJoins;
 use crate::QueryError;
 
 const CATALOG_NAME: &str = "rakam";
@@ -31,6 +38,7 @@ async fn off_async<T: Send + 'static>(
 /// and Rakam's `collection.<name>`.
 pub(crate) const SCHEMA_ALIASES: [&str; 2] = ["public", "collection"];
 
+/// The limits every query runs under (`[query]` in the config).
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
     /// Rows returned when the request names no limit (Rakam: 50,000).
@@ -40,15 +48,24 @@ pub struct QueryLimits {
     pub statement_timeout: Duration,
     /// Memory all running queries may hold together.
     pub memory_limit_bytes: u64,
+    /// Memory one query may hold: operators, collected results, encoding.
+    pub memory_per_query_bytes: u64,
+    /// Queries one project may run at once; more wait for a slot.
+    pub max_concurrent_per_project: usize,
+    /// Threads queries run on (0: one per core).
+    pub threads: usize,
 }
 
-impl Default for QueryLimits {
-    fn default() -> Self {
+impl From<&QueryConfig> for QueryLimits {
+    fn from(config: &QueryConfig) -> Self {
         Self {
-            default_limit: 50_000,
-            max_limit: 1_000_000,
-            statement_timeout: Duration::from_secs(300),
-            memory_limit_bytes: 4 << 30,
+            default_limit: config.default_limit,
+            max_limit: config.max_limit,
+            statement_timeout: Duration::from_secs(config.statement_timeout_secs),
+            memory_limit_bytes: config.memory_limit_bytes,
+            memory_per_query_bytes: config.memory_per_query_bytes,
+            max_concurrent_per_project: config.max_concurrent_per_project,
+            threads: config.threads,
         }
     }
 }
@@ -67,11 +84,14 @@ impl std::fmt::Debug for QueryStream {
     }
 }
 
+/// A collected result, and the memory it is counted as.
 #[derive(Debug)]
 pub struct QueryOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub elapsed: Duration,
+    /// Grows as the result is encoded (see [`crate::write_rows_json`]).
+    pub memory: QueryMemory,
 }
 
 #[derive(Debug, Clone)]
@@ -79,45 +99,78 @@ pub struct QueryEngine {
     tables: Arc<dyn TableSource>,
     native: Option<Arc<dyn NativeSql>>,
     limits: QueryLimits,
-    /// Shared by every query, so the memory limit holds for all of them.
-    runtime: Arc<RuntimeEnv>,
+    /// DataFusion's disk manager and caches, shared by every query; each
+    /// query gets its own memory pool on top.
+    environment: Arc<RuntimeEnv>,
+    memory: ServerMemory,
+    runtime: Arc<QueryRuntime>,
+    slots: Arc<ProjectSlots>,
+}
+
+fn bytes(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }
 
 impl QueryEngine {
     /// Queries the backend's tables, or its own SQL engine when it has one.
-    pub fn new(backend: &Backend, limits: QueryLimits) -> Self {
-        let memory = usize::try_from(limits.memory_limit_bytes).unwrap_or(usize::MAX);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(memory, 1.0)
+    /// Starts the query threads.
+    pub fn new(backend: &Backend, limits: QueryLimits) -> Result<Self, QueryError> {
+        let environment = RuntimeEnvBuilder::new()
             .build_arc()
-            .unwrap_or_else(|_| Arc::new(RuntimeEnv::default()));
-        Self {
+            .map_err(QueryError::from_datafusion)?;
+        let threads = match limits.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads => threads,
+        };
+        let runtime = QueryRuntime::start(threads)
+            .map_err(|e| QueryError::Execution(format!("starting the query threads: {e}")))?;
+        Ok(Self {
             tables: backend.tables.clone(),
             native: backend.native_sql.clone(),
+            memory: ServerMemory::new(bytes(limits.memory_limit_bytes)),
+            slots: Arc::new(ProjectSlots::new(limits.max_concurrent_per_project)),
+            runtime: Arc::new(runtime),
+            environment,
             limits,
-            runtime,
-        }
+        })
     }
 
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
     }
 
+    /// Ends the queries that are running and refuses new ones: the server
+    /// is shutting down.
+    pub fn stop(&self) {
+        self.runtime.stop();
+    }
+
+    /// Memory the running queries hold together.
+    pub fn memory_in_use(&self) -> usize {
+        self.memory.reserved()
+    }
+
     /// A session that knows one project and nothing else: no default
     /// catalog, no information_schema, no URL tables, no DDL/DML.
-    pub async fn session(
+    fn session(
         &self,
         project: &Arc<ProjectSnapshot>,
+        environment: Arc<RuntimeEnv>,
     ) -> Result<SessionContext, QueryError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_ALIASES[0])
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let mut config = config;
         // Spans let planning errors report the line and column they refer to.
         config.options_mut().sql_parser.collect_spans = true;
-        let context = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(environment)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(YieldInJoins))
+            .build();
+        let context = SessionContext::new_with_state(state);
         rakam_udf::register_all(&context);
         let schema = Arc::new(ProjectSchema::new(self.tables.clone(), project.clone()));
         let catalog = MemoryCatalogProvider::new();
@@ -130,16 +183,18 @@ impl QueryEngine {
         Ok(context)
     }
 
-    async fn plan(
+    /// Checks and plans a statement; runs on the query threads.
+    pub(crate) async fn plan(
         &self,
         project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
-    ) -> Result<DataFrame, QueryError> {
+        environment: Arc<RuntimeEnv>,
+    ) -> Result<(DataFrame, bool), QueryError> {
         let owned = sql.to_string();
         let statement = off_async(move || check_statement(&owned)).await??;
         let row_limit = self.row_limit(limit, statement.limit)?;
-        let context = self.session(project).await?;
+        let context = self.session(project, environment)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -149,11 +204,12 @@ impl QueryEngine {
             .await
             .map_err(QueryError::from_datafusion)?;
         if statement.is_explain {
-            return Ok(frame);
+            return Ok((frame, true));
         }
-        frame
+        let frame = frame
             .limit(0, Some(row_limit as usize))
-            .map_err(QueryError::from_datafusion)
+            .map_err(QueryError::from_datafusion)?;
+        Ok((frame, false))
     }
 
     /// Runs a client's read-only statement within the row limit and the
@@ -167,8 +223,14 @@ impl QueryEngine {
     ) -> Result<QueryOutput, QueryError> {
         match self.native.clone() {
             Some(native) => {
-                self.execute_native(native.as_ref(), project, sql, limit)
-                    .await
+                let started = Instant::now();
+                let stream = self
+                    .stream_native(native.as_ref(), project, sql, limit)
+                    .await?;
+                let memory = self
+                    .memory
+                    .for_query(bytes(self.limits.memory_per_query_bytes));
+                collect(stream, QueryMemory::new(&memory), started).await
             }
             None => self.execute_in_datafusion(project, sql, limit).await,
         }
@@ -200,23 +262,6 @@ impl QueryEngine {
         Ok(requested.unwrap_or(self.limits.default_limit).min(max))
     }
 
-    async fn execute_native(
-        &self,
-        native: &dyn NativeSql,
-        project: &Arc<ProjectSnapshot>,
-        sql: &str,
-        limit: Option<u64>,
-    ) -> Result<QueryOutput, QueryError> {
-        let started = Instant::now();
-        let stream = self.stream_native(native, project, sql, limit).await?;
-        let batches = stream.batches.try_collect().await?;
-        Ok(QueryOutput {
-            schema: stream.schema,
-            batches,
-            elapsed: started.elapsed(),
-        })
-    }
-
     async fn stream_native(
         &self,
         native: &dyn NativeSql,
@@ -234,15 +279,29 @@ impl QueryEngine {
                 self.limits.statement_timeout,
             )
             .await
-            .map_err(|e| QueryError::from_native(e, &statement.sql))?;
+            .map_err(|e| {
+                self.redactor(project)
+                    .error(QueryError::from_native(e, &statement.sql))
+            })?;
         let sql = statement.sql;
+        let redactor = self.redactor(project);
+        let is_explain = statement.is_explain;
         Ok(QueryStream {
             schema: output.schema,
             batches: output
                 .batches
-                .map(move |batch| batch.map_err(|e| QueryError::from_native(e, &sql)))
+                .map(move |batch| match batch {
+                    Ok(batch) if is_explain => redactor.batch(batch),
+                    Ok(batch) => Ok(batch),
+                    Err(error) => Err(redactor.error(QueryError::from_native(error, &sql))),
+                })
                 .boxed(),
         })
+    }
+
+    /// What EXPLAIN and error messages of this project's queries hide.
+    pub(crate) fn redactor(&self, project: &ProjectSnapshot) -> Redactor {
+        Redactor::new(project.id().as_str(), self.tables.private_text())
     }
 
     /// Runs a client's statement like `execute`, handing out the batches as
@@ -259,51 +318,56 @@ impl QueryEngine {
                 self.stream_native(native.as_ref(), project, sql, limit)
                     .await
             }
-            None => self.stream_in_datafusion(project, sql, limit).await,
+            None => self
+                .stream_in_datafusion(project, sql, limit)
+                .await
+                .map(|(stream, _)| stream),
         }
     }
 
+    /// Runs a statement in DataFusion on the query threads, in one of the
+    /// project's slots and within its own memory pool.
     async fn stream_in_datafusion(
         &self,
         project: &Arc<ProjectSnapshot>,
         sql: &str,
         limit: Option<u64>,
-    ) -> Result<QueryStream, QueryError> {
+    ) -> Result<(QueryStream, Arc<QueryPool>), QueryError> {
         let timeout = self.limits.statement_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let timed_out = move || QueryError::Timeout {
-            seconds: timeout.as_secs(),
+        let (handle, environment, pool) = self.query_environment()?;
+        let slot = self
+            .slots
+            .acquire(project.id(), deadline, timeout.as_secs())
+            .await?;
+        let running = RunningQuery {
+            engine: self.clone(),
+            project: project.clone(),
+            sql: sql.to_string(),
+            limit,
+            environment,
         };
-        let start = async {
-            let frame = self.plan(project, sql, limit).await?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let stream = frame
-                .execute_stream()
-                .await
-                .map_err(QueryError::from_datafusion)?;
-            Ok::<_, QueryError>((schema, stream))
+        let stream = running
+            .spawn(&handle, slot, deadline, timeout, self.runtime.clone())
+            .await?;
+        Ok((stream, pool))
+    }
+
+    /// The query threads and a DataFusion environment with a memory pool
+    /// of its own, for one query.
+    pub(crate) fn query_environment(
+        &self,
+    ) -> Result<(tokio::runtime::Handle, Arc<RuntimeEnv>, Arc<QueryPool>), QueryError> {
+        let handle = match self.runtime.handle() {
+            Some(handle) if !self.runtime.is_stopping() => handle.clone(),
+            _ => return Err(QueryError::ShuttingDown),
         };
-        let (schema, stream) = tokio::time::timeout_at(deadline, start)
-            .await
-            .map_err(|_| timed_out())??;
-        // The timeout counts time spent computing batches, not time spent
-        // waiting for a slow client to take them.
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let batches = futures::stream::unfold(Some((stream, budget)), move |state| async move {
-            let (mut stream, budget) = state?;
-            let started = Instant::now();
-            match tokio::time::timeout(budget, stream.next()).await {
-                Err(_) => Some((Err(timed_out()), None)),
-                Ok(None) => None,
-                Ok(Some(Ok(batch))) => {
-                    let left = budget.saturating_sub(started.elapsed());
-                    Some((Ok(batch), Some((stream, left))))
-                }
-                Ok(Some(Err(error))) => Some((Err(QueryError::from_datafusion(error)), None)),
-            }
-        })
-        .boxed();
-        Ok(QueryStream { schema, batches })
+        let pool = self
+            .memory
+            .for_query(bytes(self.limits.memory_per_query_bytes));
+        let mut environment = RuntimeEnv::clone(&self.environment);
+        environment.memory_pool = pool.clone();
+        Ok((handle, Arc::new(environment), pool))
     }
 
     /// Runs a statement in DataFusion over the store's table providers,
@@ -315,13 +379,8 @@ impl QueryEngine {
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
-        let stream = self.stream_in_datafusion(project, sql, limit).await?;
-        let batches = stream.batches.try_collect().await?;
-        Ok(QueryOutput {
-            schema: stream.schema,
-            batches,
-            elapsed: started.elapsed(),
-        })
+        let (stream, pool) = self.stream_in_datafusion(project, sql, limit).await?;
+        collect(stream, QueryMemory::new(&pool), started).await
     }
 
     /// The columns a statement would return, without running it.
@@ -337,7 +396,27 @@ impl QueryEngine {
                 .await
                 .map_err(|e| QueryError::from_native(e, &statement.sql));
         }
-        let frame = self.plan(project, sql, None).await?;
-        Ok(Arc::new(frame.schema().as_arrow().clone()))
+        self.plan_only(project, sql).await
     }
+}
+
+/// Collects a result, counting every batch against the query's memory.
+async fn collect(
+    stream: QueryStream,
+    mut memory: QueryMemory,
+    started: Instant,
+) -> Result<QueryOutput, QueryError> {
+    let mut batches = Vec::new();
+    let mut results = stream.batches;
+    while let Some(batch) = results.next().await {
+        let batch = batch?;
+        memory.grow(batch.get_array_memory_size())?;
+        batches.push(batch);
+    }
+    Ok(QueryOutput {
+        schema: stream.schema,
+        batches,
+        elapsed: started.elapsed(),
+        memory,
+    })
 }

@@ -17,6 +17,16 @@ pub enum QueryError {
     TooComplex(String),
     #[error("the query ran longer than {seconds} s (query.statement_timeout_secs)")]
     Timeout { seconds: u64 },
+    #[error(
+        "the query waited {seconds} s (query.statement_timeout_secs) for one of the \
+         project's {slots} query slots (query.max_concurrent_per_project)"
+    )]
+    QueueTimeout { seconds: u64, slots: usize },
+    /// Over `query.memory_per_query_bytes` or `query.memory_limit_bytes`.
+    #[error("{0}")]
+    MemoryExceeded(String),
+    #[error("the server is shutting down; the query was stopped")]
+    ShuttingDown,
     #[error("row limit {requested} is above the maximum of {max} (query.max_limit)")]
     RowLimit { requested: u64, max: u64 },
     #[error(transparent)]
@@ -31,7 +41,9 @@ impl ErrorExt for QueryError {
             Self::Sql { .. } => ErrorCode::SqlError,
             Self::Forbidden(_) => ErrorCode::SqlForbidden,
             Self::TooComplex(_) => ErrorCode::SqlTooComplex,
-            Self::Timeout { .. } => ErrorCode::QueryTimeout,
+            Self::Timeout { .. } | Self::QueueTimeout { .. } => ErrorCode::QueryTimeout,
+            Self::MemoryExceeded(_) => ErrorCode::QueryMemoryExceeded,
+            Self::ShuttingDown => ErrorCode::Unavailable,
             Self::RowLimit { .. } => ErrorCode::RowLimitExceeded,
             Self::Store(inner) => inner.code(),
             Self::Execution(_) => ErrorCode::SqlError,
@@ -54,8 +66,8 @@ impl QueryError {
         let message = clean_message(&error.to_string());
         let (line, column) = position_in_message(&message);
         match error.find_root() {
-            DataFusionError::ResourcesExhausted(_)
-            | DataFusionError::External(_)
+            DataFusionError::ResourcesExhausted(_) => Self::MemoryExceeded(message),
+            DataFusionError::External(_)
             | DataFusionError::IoError(_)
             | DataFusionError::ObjectStore(_)
             | DataFusionError::ArrowError(..)

@@ -7,17 +7,23 @@ mod complexity;
 mod encode;
 mod engine;
 mod error;
+mod execution;
 mod export;
 mod guard;
+mod memory;
 mod native;
 mod project_schema;
+mod redact;
+mod runtime;
+mod yielding;
 
 pub use complexity::{
     check_nesting, MAX_NESTING, MAX_SPECIAL_FORM_NESTING, MAX_TABLE_REFERENCES,
     QUERY_THREAD_STACK_BYTES,
 };
-pub use encode::{descriptive_name, rows_as_json, schema_fields, SchemaFieldJson};
+pub use encode::{descriptive_name, rows_as_json, schema_fields, write_rows_json, SchemaFieldJson};
 pub use engine::{QueryEngine, QueryLimits, QueryOutput, QueryStream};
 pub use error::QueryError;
 pub use export::{ExportEncoder, ExportFormat};
 pub use guard::{check_statement, GuardedStatement};
+pub use memory::QueryMemory;

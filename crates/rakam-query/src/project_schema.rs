@@ -11,28 +11,47 @@ use datafusion::error::{DataFusionError, Result};
 use parking_lot::Mutex;
 use rakam_store_api::{ProjectSnapshot, TableSource};
 
-use crate::all_collections::all_collections_view;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::all_collections::AllCollections;
 
 pub(crate) const ALL_COLLECTIONS: &str = "_all";
 
 #[derive(Debug)]
 pub(crate) struct ProjectSchema {
-    tables: Arc<dyn TableSource>,
-    project: Arc<ProjectSnapshot>,
-    snapshots: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    tables: Arc<ProjectTables>,
 }
 
 impl ProjectSchema {
     pub(crate) fn new(tables: Arc<dyn TableSource>, project: Arc<ProjectSnapshot>) -> Self {
         Self {
-            tables,
-            project,
-            snapshots: Mutex::new(HashMap::new()),
+            tables: Arc::new(ProjectTables {
+                tables,
+                project,
+                snapshots: Mutex::new(HashMap::new()),
+            }),
         }
     }
+}
 
+/// The project's collections, each opened at most once per query.
+#[derive(Debug)]
+pub(crate) struct ProjectTables {
+    tables: Arc<dyn TableSource>,
+    project: Arc<ProjectSnapshot>,
+    snapshots: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl ProjectTables {
     pub(crate) fn collection_names(&self) -> Vec<String> {
         self.project.collection_names()
+    }
+
+    /// A collection's columns as the catalog has them, without opening it.
+    pub(crate) fn catalog_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.project
+            .schema(name)
+            .map(|schema| schema.arrow_schema())
     }
 
     pub(crate) async fn collection(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -58,19 +77,19 @@ impl ProjectSchema {
 #[async_trait]
 impl SchemaProvider for ProjectSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.collection_names();
+        let mut names = self.tables.collection_names();
         names.push(ALL_COLLECTIONS.to_string());
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if name == ALL_COLLECTIONS {
-            return all_collections_view(self).await.map(Some);
+            return Ok(Some(Arc::new(AllCollections::new(self.tables.clone()))));
         }
-        self.collection(name).await
+        self.tables.collection(name).await
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == ALL_COLLECTIONS || self.project.schema(name).is_some()
+        name == ALL_COLLECTIONS || self.tables.project.schema(name).is_some()
     }
 }

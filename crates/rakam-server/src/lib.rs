@@ -16,7 +16,6 @@ mod projects;
 mod storage;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rakam_analysis::{AnalysisKind, Analyzer};
 use rakam_config::Config;
@@ -28,7 +27,7 @@ use serde_json::Value;
 pub use admission::{Admission, Ticket};
 pub use collect::CollectRequest;
 pub use error::ServiceError;
-pub use projects::CollectionDescription;
+pub use projects::{constant_time_eq, CollectionDescription};
 pub use storage::{embedded_options, open_backend, postgres_options};
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -48,12 +47,7 @@ pub fn ingest_limits(config: &Config) -> IngestLimits {
 }
 
 pub fn query_limits(config: &Config) -> QueryLimits {
-    QueryLimits {
-        default_limit: config.query.default_limit,
-        max_limit: config.query.max_limit,
-        statement_timeout: Duration::from_secs(config.query.statement_timeout_secs),
-        memory_limit_bytes: config.query.memory_limit_bytes,
-    }
+    QueryLimits::from(&config.query)
 }
 
 impl Rakam {
@@ -85,7 +79,7 @@ impl Rakam {
         if replayed > 0 {
             tracing::info!(replayed, "append observers caught up");
         }
-        let query = QueryEngine::new(&backend, query_limits(&config));
+        let query = QueryEngine::new(&backend, query_limits(&config))?;
         Ok(Self {
             admission: Admission::new(config.limits.max_inflight_bytes),
             config: Arc::new(config),
@@ -183,6 +177,12 @@ impl Rakam {
         Ok(self.analyzer.run(kind, &snapshot, request).await?)
     }
 
+    /// What an operator should know although the server works (damage it
+    /// was told to start despite).
+    pub fn notices(&self) -> Vec<String> {
+        self.backend.sink.notices()
+    }
+
     /// Why the server cannot store events until it restarts, if it cannot.
     pub fn health(&self) -> Result<(), String> {
         match self.backend.sink.failure() {
@@ -191,9 +191,16 @@ impl Rakam {
         }
     }
 
+    /// Stops the running queries and refuses new ones: the first step of
+    /// shutting down, so that no query holds the server up.
+    pub fn stop_queries(&self) {
+        self.query.stop();
+    }
+
     /// Finishes pending work and makes everything durable in its long-term
     /// form.
     pub async fn shutdown(&self) -> Result<()> {
+        self.query.stop();
         Ok(self.backend.sink.shutdown().await?)
     }
 }

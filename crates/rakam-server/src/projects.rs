@@ -21,7 +21,7 @@ pub struct CollectionDescription {
 }
 
 /// Compares without an early exit, so timing does not reveal the lock key.
-fn constant_time_eq(left: &str, right: &str) -> bool {
+pub fn constant_time_eq(left: &str, right: &str) -> bool {
     let (left, right) = (left.as_bytes(), right.as_bytes());
     if left.len() != right.len() {
         return false;
@@ -43,7 +43,7 @@ impl Rakam {
                 return Ok(());
             }
             return Err(ServiceError::Forbidden(
-                "projects can only be created from the server's own machine unless server.lock_key is set".into(),
+                "projects can only be created from the server's own machine (not through a proxy) unless server.lock_key is set".into(),
             ));
         }
         match lock_key.filter(|k| !k.is_empty()) {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use rakam_config::{Config, EmbeddedConfig, PostgresConfig, StorageConfig};
-use rakam_store_api::{Backend, Result};
-use rakam_store_embedded::{Durability, EmbeddedOptions};
+use rakam_store_api::{Backend, CatalogLimits, Result};
+use rakam_store_embedded::{Durability, EmbeddedOptions, WalRecovery};
 use rakam_store_postgres::PgOptions;
 
 pub async fn open_backend(config: &Config) -> Result<Backend> {
@@ -32,13 +32,18 @@ pub fn embedded_options(embedded: &EmbeddedConfig, config: &Config) -> EmbeddedO
     options.compaction_small_file_bytes = embedded.compaction_small_file_bytes;
     options.compaction_min_files = embedded.compaction_min_files;
     options.max_tail_bytes = embedded.max_tail_bytes;
-    options.max_columns_per_collection = config.limits.max_columns_per_collection;
+    options.wal_recovery = if embedded.wal_recovery == "quarantine" {
+        WalRecovery::Quarantine
+    } else {
+        WalRecovery::Refuse
+    };
+    options.catalog_limits = CatalogLimits::from(&config.limits);
     options
 }
 
 pub fn postgres_options(postgres: &PostgresConfig, config: &Config) -> PgOptions {
     let mut options = PgOptions::new(postgres.url.clone());
-    options.max_columns_per_collection = config.limits.max_columns_per_collection;
+    options.catalog_limits = CatalogLimits::from(&config.limits);
     options.pool_size = postgres.pool_size;
     options.statement_timeout = Duration::from_secs(config.query.statement_timeout_secs);
     options

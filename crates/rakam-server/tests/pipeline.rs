@@ -163,7 +163,11 @@ async fn query(backend: &Backend, project: &str, sql: &str) -> Vec<Vec<Value>> {
         .expect("lookup")
         .expect("project");
     let snapshot = backend.catalog.snapshot(&info.id).await.expect("snapshot");
-    let engine = QueryEngine::new(backend, QueryLimits::default());
+    let engine = QueryEngine::new(
+        backend,
+        QueryLimits::from(&rakam_config::QueryConfig::default()),
+    )
+    .expect("query engine");
     let output = engine.execute(&snapshot, sql, None).await.expect("query");
     rows_as_json(&output.batches).expect("rows")
 }

@@ -5,6 +5,43 @@ use rakam_model::{CollectionSchema, Column};
 
 use crate::{KeyKind, ProjectId, ProjectInfo, ProjectKeys, ProjectSnapshot, Result};
 
+/// The limits every catalog holds a project to (`limits.*` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogLimits {
+    /// Columns beyond it are refused; their values go to `_unmapped`.
+    pub max_columns_per_collection: usize,
+    /// A new collection beyond it is refused with an error naming the limit.
+    pub max_collections_per_project: usize,
+}
+
+impl From<&rakam_config::LimitsConfig> for CatalogLimits {
+    fn from(limits: &rakam_config::LimitsConfig) -> Self {
+        Self {
+            max_columns_per_collection: limits.max_columns_per_collection,
+            max_collections_per_project: limits.max_collections_per_project,
+        }
+    }
+}
+
+impl Default for CatalogLimits {
+    fn default() -> Self {
+        Self::from(&rakam_config::LimitsConfig::default())
+    }
+}
+
+impl CatalogLimits {
+    /// Whether a project that has `existing` collections may get one more.
+    pub fn check_new_collection(&self, collection: &str, existing: usize) -> Result<()> {
+        if existing >= self.max_collections_per_project {
+            return Err(crate::StoreError::TooManyCollections {
+                collection: collection.to_string(),
+                limit: self.max_collections_per_project,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What [`Catalog::evolve`] decided.
 #[derive(Debug, Clone)]
 pub struct EvolveOutcome {

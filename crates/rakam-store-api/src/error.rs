@@ -11,6 +11,8 @@ pub enum StoreError {
     InvalidProjectName(String),
     #[error("collection {collection:?} would have more than {limit} columns (limit limits.max_columns_per_collection)")]
     TooManyColumns { collection: String, limit: usize },
+    #[error("collection {collection:?} was not created: the project has {limit} collections (limit limits.max_collections_per_project)")]
+    TooManyCollections { collection: String, limit: usize },
     #[error("column {column:?} is {existing}, which cannot hold {requested}")]
     TypeConflict {
         column: String,
@@ -68,6 +70,7 @@ impl ErrorExt for StoreError {
             Self::InvalidProjectName(_) | Self::NameTooLong { .. } => ErrorCode::InvalidName,
             Self::Unstorable(_) => ErrorCode::InvalidValue,
             Self::TooManyColumns { .. } => ErrorCode::TooManyColumns,
+            Self::TooManyCollections { .. } => ErrorCode::TooManyCollections,
             Self::AppendTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::TypeConflict { .. } => ErrorCode::TypeConflict,
             Self::Model(inner) => inner.code(),

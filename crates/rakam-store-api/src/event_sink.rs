@@ -52,6 +52,12 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// What an operator should know although the sink works: damage it
+    /// was told to start despite (moved aside, not lost). `/health` shows it.
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Drops every row of the project.
     async fn delete_project(&self, project: &ProjectId) -> Result<()>;
 

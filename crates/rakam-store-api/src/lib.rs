@@ -21,7 +21,7 @@ mod table_source;
 pub mod conformance;
 
 pub use backend::{Backend, Capabilities};
-pub use catalog::{Catalog, EvolveOutcome};
+pub use catalog::{Catalog, CatalogLimits, EvolveOutcome};
 pub use error::StoreError;
 pub use event_sink::{Append, EventSink, LogPosition, LoggedAppend};
 pub use keys::{hash_key, random_key, KeyKind, ProjectKeys};

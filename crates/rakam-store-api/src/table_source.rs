@@ -28,4 +28,10 @@ pub trait TableSource: Send + Sync + std::fmt::Debug {
     ) -> Result<Arc<dyn TableProvider>>;
 
     async fn stats(&self, project: &ProjectId, collection: &str) -> Result<CollectionStats>;
+
+    /// Text a query plan or an error message may show that no client may
+    /// see, such as the data directory: `EXPLAIN` and errors hide it.
+    fn private_text(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

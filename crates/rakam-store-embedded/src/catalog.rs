@@ -1,6 +1,6 @@
-//! The embedded catalog: one JSON document, replaced atomically on every
-//! change. Changes are rare (a project, a key, a new column), reads are
-//! served from memory.
+//! The embedded catalog: served from memory, kept on disk as a document
+//! and a log of changes (see `catalog_log`). Changes are rare (a project, a
+//! key, a new collection or column) and cost the size of what changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -10,52 +10,13 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use rakam_model::{CollectionSchema, Column};
 use rakam_store_api::{
-    hash_key, normalized_project_name, Catalog, EvolveOutcome, KeyKind, ProjectId, ProjectInfo,
-    ProjectKeys, ProjectSnapshot, Result, StoreError,
+    hash_key, normalized_project_name, Catalog, CatalogLimits, EvolveOutcome, KeyKind, ProjectId,
+    ProjectInfo, ProjectKeys, ProjectSnapshot, Result, StoreError,
 };
-use serde::{Deserialize, Serialize};
 
-use crate::fs_util::write_atomically;
+use crate::catalog_log::{CatalogDocument, CatalogFiles, Change, ProjectEntry};
 
-const CATALOG_FORMAT_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct CatalogDocument {
-    version: u32,
-    projects: BTreeMap<String, ProjectEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ProjectEntry {
-    id: ProjectId,
-    created_at_ms: i64,
-    /// Grows with every schema change; older catalogs start at 0.
-    #[serde(default)]
-    version: u64,
-    /// SHA-256 of each key, and its kind.
-    key_hashes: Vec<(String, KeyKind)>,
-    collections: BTreeMap<String, Arc<CollectionSchema>>,
-}
-
-impl ProjectEntry {
-    fn info(&self, name: &str) -> ProjectInfo {
-        ProjectInfo {
-            name: name.to_string(),
-            id: self.id.clone(),
-            created_at_ms: self.created_at_ms,
-        }
-    }
-
-    fn snapshot(&self, name: &str) -> ProjectSnapshot {
-        ProjectSnapshot {
-            project: self.info(name),
-            version: self.version,
-            collections: self.collections.clone(),
-        }
-    }
-}
-
-/// What is read on every request, rebuilt on every change.
+/// What is read on every request, kept up to date change by change.
 #[derive(Debug, Default)]
 struct Indexes {
     /// Key hash → project name and key kind.
@@ -65,61 +26,47 @@ struct Indexes {
     snapshots: HashMap<ProjectId, Arc<ProjectSnapshot>>,
 }
 
+impl Indexes {
+    fn forget(&mut self, entry: &ProjectEntry) {
+        for (hash, _) in &entry.key_hashes {
+            self.keys.remove(hash);
+        }
+        self.names.remove(&entry.id);
+        self.snapshots.remove(&entry.id);
+    }
+
+    fn learn(&mut self, name: &str, entry: &ProjectEntry) {
+        for (hash, kind) in &entry.key_hashes {
+            self.keys.insert(hash.clone(), (name.to_string(), *kind));
+        }
+        self.names.insert(entry.id.clone(), name.to_string());
+        self.snapshots
+            .insert(entry.id.clone(), Arc::new(entry.snapshot(name)));
+    }
+}
+
 #[derive(Debug)]
 pub struct FileCatalog {
-    path: PathBuf,
     document: RwLock<Arc<CatalogDocument>>,
     indexes: RwLock<Indexes>,
     /// Serialises writers so that read-modify-write cycles never interleave.
-    write_lock: Mutex<()>,
-    max_columns_per_collection: usize,
+    files: Mutex<CatalogFiles>,
+    limits: CatalogLimits,
 }
 
 impl FileCatalog {
-    pub fn open(path: PathBuf, max_columns_per_collection: usize) -> Result<Self> {
-        let document = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let document: CatalogDocument = serde_json::from_slice(&bytes).map_err(|e| {
-                    StoreError::Data(format!("catalog {} is corrupt: {e}", path.display()))
-                })?;
-                if document.version != CATALOG_FORMAT_VERSION {
-                    return Err(StoreError::Data(format!(
-                        "catalog format {} is not supported (expected {CATALOG_FORMAT_VERSION})",
-                        document.version
-                    )));
-                }
-                document
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => CatalogDocument {
-                version: CATALOG_FORMAT_VERSION,
-                projects: BTreeMap::new(),
-            },
-            Err(error) => return Err(StoreError::io(format!("reading {}", path.display()))(error)),
-        };
-        let catalog = Self {
-            path,
-            document: RwLock::new(Arc::new(CatalogDocument::default())),
-            indexes: RwLock::new(Indexes::default()),
-            write_lock: Mutex::new(()),
-            max_columns_per_collection,
-        };
-        catalog.install(document);
-        Ok(catalog)
-    }
-
-    fn install(&self, document: CatalogDocument) {
+    pub fn open(path: PathBuf, limits: CatalogLimits) -> Result<Self> {
+        let (files, document) = CatalogFiles::open(path)?;
         let mut indexes = Indexes::default();
-        for (name, project) in &document.projects {
-            for (hash, kind) in &project.key_hashes {
-                indexes.keys.insert(hash.clone(), (name.clone(), *kind));
-            }
-            indexes.names.insert(project.id.clone(), name.clone());
-            indexes
-                .snapshots
-                .insert(project.id.clone(), Arc::new(project.snapshot(name)));
+        for (name, entry) in &document.projects {
+            indexes.learn(name, entry);
         }
-        *self.document.write() = Arc::new(document);
-        *self.indexes.write() = indexes;
+        Ok(Self {
+            document: RwLock::new(Arc::new(document)),
+            indexes: RwLock::new(indexes),
+            files: Mutex::new(files),
+            limits,
+        })
     }
 
     fn document(&self) -> Arc<CatalogDocument> {
@@ -135,33 +82,42 @@ impl FileCatalog {
             .ok_or_else(|| StoreError::ProjectNotFound(id.to_string()))
     }
 
-    /// Applies `change` to a copy of the document, persists it, then makes
-    /// it visible. The change may decline by returning an error.
-    fn modify<T>(&self, change: impl FnOnce(&mut CatalogDocument) -> Result<T>) -> Result<T> {
-        let _guard = self.write_lock.lock();
-        let mut document = (*self.document()).clone();
-        let outcome = change(&mut document)?;
-        let bytes = serde_json::to_vec_pretty(&document)
-            .map_err(|e| StoreError::Data(format!("serialising catalog: {e}")))?;
-        write_atomically(&self.path, &bytes)?;
-        self.install(document);
+    /// Works out a change from the current document, makes it durable, then
+    /// visible. `decide` may decline by returning an error. Only the
+    /// changed project is copied and re-indexed.
+    fn modify<T>(&self, decide: impl FnOnce(&CatalogDocument) -> Result<(Change, T)>) -> Result<T> {
+        let mut files = self.files.lock();
+        let current = self.document();
+        let (change, outcome) = decide(&current)?;
+        let mut document = (*current).clone();
+        change.apply(&mut document);
+        files.append(change.clone(), &mut document)?;
+        let name = change.project();
+        let mut indexes = self.indexes.write();
+        if let Some(before) = current.projects.get(name) {
+            indexes.forget(before);
+        }
+        if let Some(after) = document.projects.get(name) {
+            indexes.learn(name, after);
+        }
+        *self.document.write() = Arc::new(document);
         Ok(outcome)
     }
 
-    /// Applies `change` to one project's entry, by id.
+    /// A change to one project's entry, by id.
     fn modify_project<T>(
         &self,
         id: &ProjectId,
-        change: impl FnOnce(&mut ProjectEntry) -> Result<T>,
+        decide: impl FnOnce(&str, &ProjectEntry) -> Result<(Change, T)>,
     ) -> Result<T> {
         let name = self.name_of(id)?;
         self.modify(|document| {
             let entry = document
                 .projects
-                .get_mut(&name)
+                .get(&name)
                 .filter(|entry| entry.id == *id)
                 .ok_or_else(|| StoreError::ProjectNotFound(id.to_string()))?;
-            change(entry)
+            decide(&name, entry)
         })
     }
 }
@@ -183,8 +139,11 @@ impl Catalog for FileCatalog {
                 collections: BTreeMap::new(),
             };
             let info = entry.info(&name);
-            document.projects.insert(name.clone(), entry);
-            Ok(info)
+            let change = Change::CreateProject {
+                name: name.clone(),
+                entry: Arc::new(entry),
+            };
+            Ok((change, info))
         })?;
         Ok((info, keys))
     }
@@ -211,8 +170,7 @@ impl Catalog for FileCatalog {
         let name = self.name_of(id)?;
         self.modify(|document| match document.projects.get(&name) {
             Some(entry) if entry.id == *id => {
-                document.projects.remove(&name);
-                Ok(())
+                Ok((Change::DeleteProject { name: name.clone() }, ()))
             }
             _ => Err(StoreError::ProjectNotFound(id.to_string())),
         })
@@ -220,9 +178,12 @@ impl Catalog for FileCatalog {
 
     async fn create_api_keys(&self, id: &ProjectId) -> Result<ProjectKeys> {
         let keys = ProjectKeys::generate();
-        self.modify_project(id, |entry| {
-            entry.key_hashes.extend(keys.hashed());
-            Ok(())
+        self.modify_project(id, |name, _| {
+            let change = Change::AddKeys {
+                name: name.to_string(),
+                key_hashes: keys.hashed().to_vec(),
+            };
+            Ok((change, ()))
         })?;
         Ok(keys)
     }
@@ -263,22 +224,30 @@ impl Catalog for FileCatalog {
                 });
             }
         }
-        let limit = self.max_columns_per_collection;
-        self.modify_project(id, |entry| {
-            let schema = entry
-                .collections
-                .entry(collection.to_string())
-                .or_insert_with(|| Arc::new(CollectionSchema::default()));
-            let mut next = (**schema).clone();
-            let refused = next.evolve(requested, limit);
-            *schema = Arc::new(next);
-            let schema = schema.clone();
-            entry.version += 1;
-            Ok(EvolveOutcome {
+        let limits = self.limits;
+        self.modify_project(id, |name, entry| {
+            let mut next = match entry.collections.get(collection) {
+                Some(schema) => (**schema).clone(),
+                None => {
+                    limits.check_new_collection(collection, entry.collections.len())?;
+                    CollectionSchema::default()
+                }
+            };
+            let refused = next.evolve(requested, limits.max_columns_per_collection);
+            let schema = Arc::new(next);
+            let version = entry.version + 1;
+            let change = Change::SetCollection {
+                name: name.to_string(),
+                collection: collection.to_string(),
+                schema: schema.clone(),
+                version,
+            };
+            let outcome = EvolveOutcome {
                 schema,
                 refused,
-                version: entry.version,
-            })
+                version,
+            };
+            Ok((change, outcome))
         })
     }
 }

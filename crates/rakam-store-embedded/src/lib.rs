@@ -9,6 +9,7 @@
 
 mod batch_util;
 mod catalog;
+mod catalog_log;
 mod fs_util;
 mod maintenance;
 mod manifest;
@@ -19,8 +20,10 @@ mod provider;
 mod store;
 mod table;
 mod wal;
+mod wal_check;
 mod wal_replay;
 
 pub use catalog::FileCatalog;
-pub use store::{open, open_backend, EmbeddedOptions, EmbeddedStore};
+pub use store::{open, open_backend, EmbeddedOptions, EmbeddedStore, WalRecovery};
 pub use wal::Durability;
+pub use wal_check::{check_wal, DamagedRange, WalProblem, WalReport};

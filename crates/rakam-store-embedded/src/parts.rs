@@ -95,6 +95,10 @@ impl EventSink for EmbeddedStore {
         self.wal.failure()
     }
 
+    fn notices(&self) -> Vec<String> {
+        self.notices.clone()
+    }
+
     fn retain_log_after(&self, position: LogPosition) {
         let previous = self.retained_after.swap(position.0, Ordering::AcqRel);
         if previous != position.0 {
@@ -168,5 +172,21 @@ impl TableSource for EmbeddedStore {
             .existing_table(project, collection)
             .map(|table| table.stats(self.wal.durable_sequence()))
             .unwrap_or_default())
+    }
+
+    fn private_text(&self) -> Vec<String> {
+        let given = self.options.data_dir.clone();
+        let absolute = std::fs::canonicalize(&given).unwrap_or_else(|_| given.clone());
+        let mut texts = vec![absolute.display().to_string(), given.display().to_string()];
+        // Plans show file paths without the leading '/'.
+        texts.push(
+            absolute
+                .display()
+                .to_string()
+                .trim_start_matches('/')
+                .to_string(),
+        );
+        texts.retain(|text| !text.is_empty() && text != ".");
+        texts
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::{Mutex, RwLock};
-use rakam_store_api::{Backend, Capabilities, Catalog, ProjectId, Result, StoreError};
+use rakam_store_api::{
+    Backend, Capabilities, Catalog, CatalogLimits, ProjectId, Result, StoreError,
+};
 
 use crate::catalog::FileCatalog;
 use crate::fs_util::{collection_dir_name, collection_of_dir, create_dir_all_synced};
@@ -31,7 +33,9 @@ pub struct EmbeddedOptions {
     pub compaction_small_file_bytes: u64,
     /// ...once a collection has at least this many of them.
     pub compaction_min_files: usize,
-    pub max_columns_per_collection: usize,
+    pub catalog_limits: CatalogLimits,
+    /// What start-up does with a damaged or incomplete WAL.
+    pub wal_recovery: WalRecovery,
     /// Memory all collections' unflushed tails may hold together; above
     /// it the largest tails are flushed at once, whatever their age.
     pub max_tail_bytes: usize,
@@ -47,7 +51,8 @@ impl EmbeddedOptions {
             wal_segment_bytes: 128 << 20,
             compaction_small_file_bytes: 32 << 20,
             compaction_min_files: 8,
-            max_columns_per_collection: 1000,
+            catalog_limits: CatalogLimits::default(),
+            wal_recovery: WalRecovery::Refuse,
             max_tail_bytes: 512 << 20,
         }
     }
@@ -78,6 +83,8 @@ pub struct EmbeddedStore {
     pub(crate) retention_changed: std::sync::atomic::AtomicBool,
     /// Asks the maintenance task to finish its current step and stop.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Damage start-up quarantined, for `/health`.
+    pub(crate) notices: Vec<String>,
     /// Held for the life of the store: one process per data directory.
     _lock: std::fs::File,
 }
@@ -88,7 +95,7 @@ pub async fn open_backend(options: EmbeddedOptions) -> Result<Backend> {
     create_dir_all_synced(&options.data_dir)?;
     let catalog = Arc::new(FileCatalog::open(
         options.data_dir.join("catalog.json"),
-        options.max_columns_per_collection,
+        options.catalog_limits,
     )?);
     let store = open(options, catalog.clone()).await?;
     Ok(store.backend("embedded", catalog))
@@ -147,8 +154,15 @@ fn open_blocking(
     }
 
     let mut replayed_records = 0_u64;
+    let notices = match options.wal_recovery {
+        WalRecovery::Refuse => Vec::new(),
+        WalRecovery::Quarantine => recover_damaged_wal(&wal_dir)?,
+    };
+    let refuse_gaps = options.wal_recovery == WalRecovery::Refuse;
     let segments = list_segments(&wal_dir)?;
-    check_no_missing_segments(&wal_dir, &segments)?;
+    if refuse_gaps {
+        check_no_missing_segments(&wal_dir, &segments)?;
+    }
     if segments.is_empty() && tables.is_empty() {
         // A new store: from now on every deleted segment is accounted for.
         crate::maintenance::write_deleted_through(&wal_dir, 0)?;
@@ -157,11 +171,13 @@ fn open_blocking(
     // The sequence the next segment must start at, at the latest.
     let mut expected_next: Option<u64> = None;
     for (index, (first_sequence, segment)) in segments.into_iter().enumerate() {
-        if let Some(expected) = expected_next {
+        if let Some(expected) = expected_next.filter(|_| refuse_gaps) {
             if first_sequence > expected {
                 return Err(StoreError::Data(format!(
                     "the WAL has no records {expected} to {} (a segment before {} is missing): \
-                     they were acknowledged, so rakam will not start; restore the missing segment",
+                     they were acknowledged, so rakam will not start; restore the missing segment \
+                     (`rakam wal check` lists every problem; storage.embedded.wal_recovery = \"quarantine\" \
+                     starts without it)",
                     first_sequence - 1,
                     segment.display()
                 )));
@@ -232,6 +248,7 @@ fn open_blocking(
         retained_after: std::sync::atomic::AtomicU64::new(retained_after),
         retention_changed: std::sync::atomic::AtomicBool::new(false),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        notices,
         _lock: lock,
     });
     Ok(store)
@@ -402,6 +419,33 @@ impl EmbeddedStore {
 /// in Parquet files, and the highest sequence deleted is on disk before the
 /// deletion (`maintenance.rs`): an oldest segment that starts later than that
 /// means a segment was deleted by something else.
+/// What start-up does when the WAL is damaged or a segment is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalRecovery {
+    /// Refuse to start, naming the damage (the default: nothing
+    /// acknowledged is dropped without an operator deciding so).
+    Refuse,
+    /// Move damaged bytes to `wal/quarantine/`, keep every intact record,
+    /// start, and say so in the log and in `/health`.
+    Quarantine,
+}
+
+/// Quarantines every damaged range and accepts missing segments; what was
+/// done, as notices.
+fn recover_damaged_wal(wal_dir: &std::path::Path) -> Result<Vec<String>> {
+    let report = crate::wal_check::check_wal(wal_dir)?;
+    let mut notices = crate::wal_check::quarantine_damage(wal_dir)?;
+    for problem in &report.problems {
+        if let crate::wal_check::WalProblem::Missing { .. } = problem {
+            notices.push(format!("started without them: {problem}"));
+        }
+    }
+    for notice in &notices {
+        tracing::error!(%notice, "the WAL was damaged; started anyway as configured (storage.embedded.wal_recovery)");
+    }
+    Ok(notices)
+}
+
 fn check_no_missing_segments(wal_dir: &std::path::Path, segments: &[(u64, PathBuf)]) -> Result<()> {
     let Some(deleted_through) = crate::maintenance::read_deleted_through(wal_dir)? else {
         return Ok(());

@@ -3,7 +3,7 @@
 //! nothing, for append observers).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use rakam_store_api::StoreError;
@@ -25,7 +25,8 @@ pub(crate) fn replay_segment(
         // else would drop acknowledged records, so refuse to guess.
         return Err(StoreError::Data(format!(
             "wal segment {} is corrupt at byte {valid_len} of {file_len}; \
-             it holds acknowledged events, so rakam will not start until it is repaired or moved away",
+             it holds acknowledged events, so rakam will not start (`rakam wal check` lists every \
+             problem; storage.embedded.wal_recovery = \"quarantine\" moves the damage aside and starts)",
             path.display()
         )));
     }
@@ -36,7 +37,8 @@ pub(crate) fn replay_segment(
         if let Some(offset) = intact_record_after(path, valid_len, scan.last_sequence)? {
             return Err(StoreError::Data(format!(
                 "wal segment {} is damaged at byte {valid_len} of {file_len}, and an intact record follows at byte {offset}: \
-                 acknowledged events are in the damaged part, so rakam will not start; restore the segment from a backup",
+                 acknowledged events are in the damaged part, so rakam will not start; restore the segment from a backup \
+                 (`rakam wal check` lists every problem; storage.embedded.wal_recovery = \"quarantine\" moves the damage aside and starts)",
                 path.display()
             )));
         }
@@ -57,9 +59,10 @@ pub(crate) fn replay_segment(
 }
 
 pub(crate) struct Scan {
-    valid_len: u64,
-    file_len: u64,
-    last_sequence: Option<u64>,
+    /// Where the intact records end (from the start of the file).
+    pub(crate) valid_len: u64,
+    pub(crate) file_len: u64,
+    pub(crate) last_sequence: Option<u64>,
 }
 
 /// Reads the intact records of a segment, in order, stopping at the first
@@ -67,13 +70,24 @@ pub(crate) struct Scan {
 /// segment the writer is appending to.
 pub(crate) fn scan_records(
     path: &Path,
+    apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<Scan, StoreError> {
+    scan_records_from(path, 0, apply)
+}
+
+/// Like [`scan_records`], starting at byte `start` (a record's start).
+pub(crate) fn scan_records_from(
+    path: &Path,
+    start: u64,
     mut apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<Scan, StoreError> {
     let context = || format!("reading wal segment {}", path.display());
-    let file = File::open(path).map_err(StoreError::io(context()))?;
+    let mut file = File::open(path).map_err(StoreError::io(context()))?;
     let file_len = file.metadata().map_err(StoreError::io(context()))?.len();
+    file.seek(SeekFrom::Start(start))
+        .map_err(StoreError::io(context()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut valid_len: u64 = 0;
+    let mut valid_len: u64 = start;
     let mut last_sequence = None;
     let mut header = [0_u8; HEADER_LEN];
     let mut payload = Vec::new();
@@ -117,7 +131,7 @@ const RESYNC_WINDOW: u64 = 1 << 20;
 
 /// The offset of an intact record (length within the file, sequence just
 /// after `last_sequence`, checksum right) after `from`, if there is one.
-fn intact_record_after(
+pub(crate) fn intact_record_after(
     path: &Path,
     from: u64,
     last_sequence: Option<u64>,

@@ -159,12 +159,23 @@ impl PgCatalog {
             match ddl::load_columns(&transaction, &project_id, collection).await? {
                 Some(columns) => (columns, false),
                 None => {
+                    let existing = ddl::collection_count(&transaction, &project_id).await?;
+                    self.shared
+                        .options
+                        .catalog_limits
+                        .check_new_collection(collection, existing)?;
                     ddl::create_collection(&transaction, &project_id, collection).await?;
                     (Vec::new(), true)
                 }
             };
         let mut next = (*collection_schema(&current)).clone();
-        let refused = next.evolve(requested, self.shared.options.max_columns_per_collection);
+        let refused = next.evolve(
+            requested,
+            self.shared
+                .options
+                .catalog_limits
+                .max_columns_per_collection,
+        );
         let mut stored = current.clone();
         for (position, column) in next.columns.iter().enumerate() {
             let existing = stored.iter_mut().find(|c| c.name == column.name);

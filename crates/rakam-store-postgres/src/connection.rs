@@ -17,7 +17,7 @@ pub struct PgOptions {
     /// schemas and one role per project, so it needs CREATEROLE and CREATE
     /// on the database.
     pub url: String,
-    pub max_columns_per_collection: usize,
+    pub catalog_limits: rakam_store_api::CatalogLimits,
     /// Connections of the writing pool.
     pub pool_size: usize,
     /// Connections each project's query pool may open.
@@ -33,7 +33,7 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            max_columns_per_collection: 1000,
+            catalog_limits: rakam_store_api::CatalogLimits::default(),
             pool_size: 16,
             reader_pool_size: 4,
             ddl_lock_timeout: Duration::from_secs(3),

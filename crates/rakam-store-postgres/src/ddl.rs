@@ -233,6 +233,21 @@ pub(crate) async fn drop_project_objects(
     Ok(())
 }
 
+/// How many collections a project has; the caller holds the project row.
+pub(crate) async fn collection_count(
+    client: &impl GenericClient,
+    project_id: &str,
+) -> Result<usize> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM rakam_meta.collections WHERE project_id = $1",
+            &[&project_id],
+        )
+        .await
+        .map_err(pg_error("counting a project's collections"))?;
+    Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(usize::MAX))
+}
+
 pub(crate) async fn create_collection(
     client: &impl GenericClient,
     project_id: &str,

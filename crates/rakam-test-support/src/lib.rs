@@ -80,7 +80,11 @@ impl TestStore {
                 assembled.sink.clone(),
                 IngestLimits::default(),
             ),
-            engine: QueryEngine::new(&assembled, QueryLimits::default()),
+            engine: QueryEngine::new(
+                &assembled,
+                QueryLimits::from(&rakam_config::QueryConfig::default()),
+            )
+            .expect("query engine"),
             backend: assembled,
             catalog,
             project,

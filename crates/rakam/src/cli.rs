@@ -36,6 +36,10 @@ pub struct Overrides {
     /// Lock key required to create projects (server.lock_key).
     #[arg(long)]
     pub lock_key: Option<String>,
+    /// `refuse` or `quarantine`: starting on a damaged WAL
+    /// (storage.embedded.wal_recovery).
+    #[arg(long)]
+    pub wal_recovery: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +52,22 @@ pub enum Command {
     Project {
         #[command(subcommand)]
         action: ProjectAction,
+    },
+    /// Inspect the embedded store's write-ahead log.
+    Wal {
+        #[command(subcommand)]
+        action: WalAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalAction {
+    /// Read every segment and report damage and missing segments, with the
+    /// acknowledged appends they hold; changes nothing. Exits with 1 when
+    /// the WAL is damaged (the server would refuse to start on it).
+    Check {
+        #[command(flatten)]
+        overrides: Overrides,
     },
 }
 
@@ -88,6 +108,12 @@ pub fn effective_config(
         match &mut config.storage {
             StorageConfig::Embedded(embedded) => embedded.data_dir = data_dir.clone(),
             _ => return Err(not_for("--data-dir")),
+        }
+    }
+    if let Some(recovery) = &overrides.wal_recovery {
+        match &mut config.storage {
+            StorageConfig::Embedded(embedded) => embedded.wal_recovery = recovery.clone(),
+            _ => return Err(not_for("--wal-recovery")),
         }
     }
     if let Some(durability) = &overrides.durability {
@@ -139,6 +165,16 @@ pub fn run(arguments: Arguments) -> anyhow::Result<()> {
             let config = effective_config(config_file, &overrides)?;
             let keys = runtime()?.block_on(crate::serve::create_project(&config, &name))?;
             println!("{}", serde_json::to_string_pretty(&keys)?);
+            Ok(())
+        }
+        Command::Wal {
+            action: WalAction::Check { overrides },
+        } => {
+            let config = effective_config(config_file, &overrides)?;
+            let healthy = crate::wal::check(&config)?;
+            if !healthy {
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod serve;
+mod wal;
 
 use clap::Parser;
 

@@ -29,13 +29,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "rakam is listening");
-    rakam_http::serve(
-        listener,
-        rakam_http::router(state),
-        server_limits,
-        shutdown_signal(),
-    )
-    .await;
+    let stopping = rakam.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        // Running queries end at once instead of holding shutdown up.
+        stopping.stop_queries();
+    };
+    rakam_http::serve(listener, rakam_http::router(state), server_limits, signal).await;
     tracing::info!("shutting down: flushing the store");
     rakam.shutdown().await.context("flushing the store")?;
     Ok(())

@@ -19,6 +19,8 @@ mod clients;
 mod collect;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/governance.rs"]
+mod governance;
 #[path = "e2e/hostile_sql.rs"]
 mod hostile_sql;
 #[path = "e2e/isolation.rs"]

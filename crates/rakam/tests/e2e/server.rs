@@ -211,6 +211,14 @@ impl TestServer {
         self.launch();
     }
 
+    /// Starts again on the same data (after [`Self::kill`]) with
+    /// `extra_args` added.
+    pub fn relaunch_with(&mut self, extra_args: &[&str]) {
+        self.extra_args
+            .extend(extra_args.iter().map(|s| s.to_string()));
+        self.launch();
+    }
+
     /// `kill -9`, then start again on the same data.
     pub fn crash_and_restart(&mut self) {
         self.kill();
@@ -234,6 +242,40 @@ impl TestServer {
             .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
             .expect("VmRSS")
+    }
+
+    /// CPU time the server process has used, user and system, in seconds
+    /// (Linux).
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        // Fields after the command name, which is in parentheses.
+        let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        ticks as f64 / 100.0
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit;
+    /// whether it did.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Whether the server process is still running.
@@ -310,6 +352,15 @@ impl TestServer {
             "/event/collect",
             &[],
             &json!({"collection": collection, "api": {"api_key": keys.write}, "properties": properties}),
+        )
+    }
+
+    /// `/event/batch` with the write key.
+    pub fn batch(&self, keys: &Keys, events: Vec<Value>) -> Response {
+        self.post(
+            "/event/batch",
+            &[],
+            &json!({"api": {"api_key": keys.write}, "events": events}),
         )
     }
 
