@@ -96,13 +96,26 @@ class Writer(threading.Thread):
                 return  # the server was killed
 
 
-def count_by_id(port, read_key):
+def query(port, read_key, sql):
     status, data = request(port, "/query/execute", json.dumps({
-        "query": "SELECT id, count(*) AS c FROM soak GROUP BY id",
-        "limit": 1000000}), {"read_key": read_key})
+        "query": sql, "limit": 1000000}), {"read_key": read_key})
     if status != 200:
         raise RuntimeError(f"query failed: {status} {data[:300]!r}")
-    return {row[0]: row[1] for row in json.loads(data)["result"]}
+    return json.loads(data)["result"]
+
+
+def count_by_id(port, read_key, trial):
+    """This trial's ids and how often each is stored."""
+    rows = query(port, read_key,
+                 f"SELECT id, count(*) FROM soak WHERE id LIKE 't{trial}w%' GROUP BY id")
+    return {row[0]: row[1] for row in rows}
+
+
+def counts_by_trial(port, read_key):
+    """Per earlier trial: rows and distinct ids stored."""
+    rows = query(port, read_key,
+                 "SELECT split_part(id, 'w', 1), count(*), count(DISTINCT id) FROM soak GROUP BY 1")
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 def main():
@@ -119,7 +132,7 @@ def main():
     status, data = request(port, "/project/create", json.dumps({"name": "soak"}))
     keys = json.loads(data)
     acked_total, lost_total, doubled_total = 0, 0, 0
-    all_acked = set()
+    stored_after = {}
     for trial in range(1, args.trials + 1):
         writers = [Writer(port, keys["write_key"], "collect", trial, 0),
                    Writer(port, keys["write_key"], "collect", trial, 1),
@@ -134,16 +147,23 @@ def main():
             w.stop = True
             w.join(timeout=30)
         server, port = start(args.binary, data_dir)
-        for w in writers:
-            all_acked.update(w.acked)
-        stored = count_by_id(port, keys["read_key"])
-        lost = [i for i in all_acked if i not in stored]
+        acked_ids = [i for w in writers for i in w.acked]
+        stored = count_by_id(port, keys["read_key"], trial)
+        lost = [i for i in acked_ids if i not in stored]
         doubled = [i for i, c in stored.items() if c != 1]
-        acked = sum(len(w.acked) for w in writers)
+        # Earlier trials' events: none lost or doubled by this restart.
+        for name, (rows, distinct) in counts_by_trial(port, keys["read_key"]).items():
+            before = stored_after.get(name)
+            if rows != distinct:
+                doubled.append(f"{name}: {rows - distinct} rows doubled")
+            if before is not None and distinct < before:
+                lost.append(f"{name}: {before - distinct} ids gone")
+            stored_after[name] = distinct
+        acked = len(acked_ids)
         acked_total += acked
         lost_total += len(lost)
         doubled_total += len(doubled)
-        print(f"trial {trial:3}: acknowledged {acked:6}, stored {len(stored):8} ids, "
+        print(f"trial {trial:3}: acknowledged {acked:6}, stored {len(stored):6} of this trial's ids, "
               f"lost {len(lost)}, doubled {len(doubled)}", flush=True)
         if lost or doubled:
             print(f"  lost e.g. {lost[:5]}, doubled e.g. {doubled[:5]}", flush=True)
