@@ -87,6 +87,20 @@ fn lower_case_collections(value: &mut Value) {
     }
 }
 
+/// Reads an analysis request as `kind` has it, without running it: what a
+/// malformed request fails on before any query (the fuzz targets use it).
+pub fn parse_request(kind: AnalysisKind, request: Value) -> Result<()> {
+    let mut request = request;
+    lower_case_collections(&mut request);
+    match kind {
+        AnalysisKind::Funnel => typed::<funnel::FunnelRequest>(request).map(drop),
+        AnalysisKind::Retention => typed::<retention::RetentionRequest>(request).map(drop),
+        AnalysisKind::Segmentation => typed::<explorer::ExplorerRequest>(request).map(drop),
+        AnalysisKind::Statistics => typed::<explorer::StatisticsRequest>(request).map(drop),
+        AnalysisKind::Flow => typed::<flow::FlowRequest>(request).map(drop),
+    }
+}
+
 fn typed<T: DeserializeOwned>(request: Value) -> Result<T> {
     serde_json::from_value(request).map_err(|e| AnalysisError::Malformed(e.to_string()))
 }

@@ -6,6 +6,7 @@
 mod analysis_routes;
 mod auth;
 mod body;
+pub use body::BodyReader;
 mod body_key;
 mod client;
 mod error;

@@ -48,7 +48,7 @@ pub(crate) fn prepare(
                 Some(upload_time) => server_time_ms
                     .checked_sub(upload_time)
                     .and_then(|skew| client_time.checked_add(skew))
-                    .filter(|ms| (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(ms))
+                    .filter(|&ms| rakam_model::is_supported_time(ms))
                     .ok_or_else(|| {
                         IngestError::InvalidValue(format!(
                             "api.upload_time {upload_time} is out of range"
@@ -97,14 +97,10 @@ pub(crate) fn prepare(
     })
 }
 
-/// Event times Rakam keeps: the years 1 to 9999, which every backend and
-/// every date function handles. A time outside them (`1e300`) is refused,
-/// never clamped to the nearest representable instant.
-const EARLIEST_TIME_MS: i64 = -62_135_596_800_000;
-const LATEST_TIME_MS: i64 = 253_402_300_799_999;
-
+/// An event time outside the years Rakam keeps (`1e300`) is refused, never
+/// clamped to the nearest representable instant.
 fn in_time_range(time_ms: i64, sent: &Value) -> Result<i64, IngestError> {
-    if (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(&time_ms) {
+    if rakam_model::is_supported_time(time_ms) {
         Ok(time_ms)
     } else {
         Err(IngestError::InvalidTime(format!(

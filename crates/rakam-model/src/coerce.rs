@@ -207,8 +207,10 @@ fn coerce_scalar(value: &Value, column_type: &FieldType) -> Fit {
             None => Fit::NoFit,
         },
         (FieldType::Timestamp, Value::Number(number)) => match number.as_i64() {
-            Some(millis) => Fit::Value(Scalar::Timestamp(millis)),
-            None => Fit::NoFit,
+            Some(millis) if crate::time_parse::is_supported_time(millis) => {
+                Fit::Value(Scalar::Timestamp(millis))
+            }
+            _ => Fit::NoFit,
         },
         _ => Fit::NoFit,
     }
@@ -364,6 +366,26 @@ mod tests {
             coerce(&json!(9_007_199_254_740_993_i64), &FieldType::Double),
             Fit::NoFit
         );
+    }
+
+    #[test]
+    fn times_outside_the_years_1_to_9999_fit_no_time_column() {
+        for far in [
+            json!("0000-06-01T00:00:00Z"),
+            json!(1_000_000_000_000_000_i64),
+        ] {
+            assert_eq!(coerce(&far, &FieldType::Timestamp), Fit::NoFit, "{far}");
+        }
+        assert_eq!(coerce(&json!("0000-06-01"), &FieldType::Date), Fit::NoFit);
+        // Such text is not taken for a time when a column is created either.
+        assert_eq!(
+            infer_type(&json!("0000-06-01T00:00:00Z")),
+            Some(FieldType::String)
+        );
+        assert!(matches!(
+            coerce(&json!("9999-12-31T23:59:59Z"), &FieldType::Timestamp),
+            Fit::Value(_)
+        ));
     }
 
     #[test]

@@ -22,4 +22,6 @@ pub use schema::{
     CollectionSchema, Column, COLLECTION_COLUMN, RESERVED_FIELD_NAMES, SERVER_TIME_COLUMN,
     TIME_COLUMN, UNMAPPED_COLUMN,
 };
-pub use time_parse::{parse_date, parse_timestamp_millis};
+pub use time_parse::{
+    is_supported_time, parse_date, parse_timestamp_millis, EARLIEST_TIME_MS, LATEST_TIME_MS,
+};

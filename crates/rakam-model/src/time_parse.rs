@@ -5,18 +5,37 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
-/// `yyyy-MM-dd` to days since the Unix epoch.
+/// Times Rakam keeps: the years 1 to 9999, which every backend and every
+/// date function handles. A time outside them is never clamped: as a value
+/// it fits no time column (it goes to `_unmapped` under its field name), as
+/// an event's `_time` it is a 400.
+pub const EARLIEST_TIME_MS: i64 = -62_135_596_800_000;
+pub const LATEST_TIME_MS: i64 = 253_402_300_799_999;
+const EARLIEST_DAY: i32 = -719_162;
+const LATEST_DAY: i32 = 2_932_896;
+
+/// Whether epoch milliseconds fall in the years 1 to 9999.
+pub fn is_supported_time(millis: i64) -> bool {
+    (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(&millis)
+}
+
+/// `yyyy-MM-dd` to days since the Unix epoch (years 1 to 9999).
 pub fn parse_date(text: &str) -> Option<i32> {
     if text.len() != 10 {
         return None;
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    Some(chrono::Datelike::num_days_from_ce(&date) - UNIX_EPOCH_DAYS_FROM_CE)
+    let days = chrono::Datelike::num_days_from_ce(&date) - UNIX_EPOCH_DAYS_FROM_CE;
+    (EARLIEST_DAY..=LATEST_DAY).contains(&days).then_some(days)
 }
 
 /// An ISO-8601 / RFC 3339 instant, or `yyyy-MM-dd[ T]HH:mm[:ss[.fff]]` in
 /// UTC, or a bare date (midnight UTC), to epoch milliseconds.
 pub fn parse_timestamp_millis(text: &str) -> Option<i64> {
+    parse_any_timestamp_millis(text).filter(|&millis| is_supported_time(millis))
+}
+
+fn parse_any_timestamp_millis(text: &str) -> Option<i64> {
     let text = text.trim();
     if text.len() < 10 {
         return None;

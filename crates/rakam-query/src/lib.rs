@@ -27,3 +27,4 @@ pub use error::QueryError;
 pub use export::{ExportEncoder, ExportFormat};
 pub use guard::{check_statement, GuardedStatement};
 pub use memory::QueryMemory;
+pub use native::prepare_native;

@@ -24,7 +24,10 @@ const TABLE_FUNCTIONS: [&str; 1] = ["generate_series"];
 
 /// The statement to send: the original text when it names tables plainly,
 /// else the statement re-printed with `collection.`/`public.` removed.
-pub(crate) fn prepare_native(
+/// Checks a client's statement for a backend's own engine: the same rules
+/// as [`crate::check_statement`], in its dialect, with table names checked
+/// against `collections` and rewritten.
+pub fn prepare_native(
     sql: &str,
     dialect: NativeDialect,
     collections: &[String],

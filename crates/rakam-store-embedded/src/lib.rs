@@ -26,4 +26,13 @@ mod wal_replay;
 pub use catalog::FileCatalog;
 pub use store::{open, open_backend, EmbeddedOptions, EmbeddedStore, WalRecovery};
 pub use wal::Durability;
+
+/// Entry points for the fuzz targets (`fuzz/`): not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::payload::decode as decode_payload;
+    pub use crate::wal::encode_record;
+    pub use crate::wal_check::quarantine_damage;
+    pub use crate::wal_replay::scan_records;
+}
 pub use wal_check::{check_wal, DamagedRange, WalProblem, WalReport};

@@ -10,7 +10,7 @@ use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::record_batch::RecordBatch;
 use rakam_store_api::{ProjectId, StoreError};
 
-pub(crate) struct AppendPayload {
+pub struct AppendPayload {
     pub project_id: ProjectId,
     pub batches: Vec<(String, RecordBatch)>,
 }
@@ -79,7 +79,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> Result<AppendPayload, StoreError> {
+pub fn decode(bytes: &[u8]) -> Result<AppendPayload, StoreError> {
     let mut reader = Reader { bytes, position: 0 };
     let project_id = ProjectId::new(reader.string()?);
     let count = reader.u32()?;

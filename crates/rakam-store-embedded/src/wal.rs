@@ -61,7 +61,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreErro
     Ok(segments)
 }
 
-pub(crate) fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
+pub fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&sequence.to_le_bytes());
     hasher.update(payload);

@@ -217,7 +217,7 @@ fn check_segment(
 /// Moves every damaged range of every segment to `wal/quarantine/` and
 /// rewrites the segment with its intact records only. Returns what was
 /// moved, for the log and `/health`.
-pub(crate) fn quarantine_damage(wal_dir: &Path) -> Result<Vec<String>, StoreError> {
+pub fn quarantine_damage(wal_dir: &Path) -> Result<Vec<String>, StoreError> {
     let segments = list_segments(wal_dir)?;
     let quarantine = wal_dir.join("quarantine");
     let mut moved = Vec::new();

@@ -58,17 +58,17 @@ pub(crate) fn replay_segment(
     Ok(scan.last_sequence)
 }
 
-pub(crate) struct Scan {
+pub struct Scan {
     /// Where the intact records end (from the start of the file).
-    pub(crate) valid_len: u64,
-    pub(crate) file_len: u64,
-    pub(crate) last_sequence: Option<u64>,
+    pub valid_len: u64,
+    pub file_len: u64,
+    pub last_sequence: Option<u64>,
 }
 
 /// Reads the intact records of a segment, in order, stopping at the first
 /// that is incomplete or fails its checksum. Changes nothing: safe on the
 /// segment the writer is appending to.
-pub(crate) fn scan_records(
+pub fn scan_records(
     path: &Path,
     apply: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<Scan, StoreError> {

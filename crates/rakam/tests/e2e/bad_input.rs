@@ -179,3 +179,40 @@ fn metrics_are_exported() {
         metrics.body
     );
 }
+
+/// Times no backend computes with are never stored as times: an event's
+/// `_time` outside the years 1 to 9999 is a 400, another field's goes to
+/// `_unmapped` under its name, and every time function keeps working on the
+/// collection.
+#[test]
+fn hostile_times_never_poison_a_collection() {
+    let server = TestServer::start();
+    let keys = server.create_project("times");
+    let ok = server.collect(&keys, "e", json!({"t": "2024-01-01T10:00:00Z", "n": 1}));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    for far in [json!(1e300), json!(-1e300), json!("99999-01-01T00:00:00Z")] {
+        let refused = server.collect(&keys, "e", json!({"_time": far.clone(), "n": 2}));
+        assert_eq!(refused.status, 400, "{far}: {}", refused.body);
+    }
+    for far in [
+        json!("0000-06-01T00:00:00Z"),
+        json!(1_000_000_000_000_000_000_i64),
+    ] {
+        let kept = server.collect(&keys, "e", json!({"t": far.clone(), "n": 3}));
+        assert_eq!(kept.status, 200, "{far}: {}", kept.body);
+    }
+    let rows = server.query(
+        &keys,
+        "SELECT date_trunc('day', t), extract(year FROM t), date_trunc('month', _time), \
+         count(*) FROM e GROUP BY 1, 2, 3 ORDER BY 4",
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let unmapped = server.query(&keys, "SELECT _unmapped FROM e WHERE n = 3");
+    assert_eq!(unmapped.len(), 2);
+    for row in unmapped {
+        assert!(
+            row[0].as_str().is_some_and(|u| u.contains("\"t\"")),
+            "{row:?}"
+        );
+    }
+}
