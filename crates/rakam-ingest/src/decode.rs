@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::big_integers::quote_huge_integers;
 use crate::text_values::typed_from_text;
 use crate::{IngestError, IngestLimits};
 
@@ -78,7 +79,8 @@ pub struct EventEnvelope {
 }
 
 fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, IngestError> {
-    match serde_json::from_slice::<Value>(bytes) {
+    let bytes = quote_huge_integers(bytes);
+    match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(IngestError::Malformed(format!(
             "{what} must be a JSON object"

@@ -8,6 +8,7 @@
 //! A value that fits no column is never dropped or zeroed: it goes, under
 //! its field name, into the row's `_unmapped` JSON.
 
+mod big_integers;
 mod build;
 mod context;
 mod decode;
@@ -21,6 +22,7 @@ mod sources;
 mod text_values;
 mod user_column;
 
+pub use big_integers::is_integer_beyond_i64;
 pub use context::{EventContext, RequestContext};
 pub use decode::{
     decode_batch, decode_csv, decode_event, decode_ndjson, ApiContext, BatchRequest, CsvOptions,

@@ -15,6 +15,8 @@ pub fn typed_from_text(text: &str, column_type: Option<&FieldType>, is_time: boo
     }
     let parsed = match column_type {
         Some(FieldType::Long) => text.trim().parse::<i64>().ok().map(Value::from),
+        // Digits a DOUBLE would drop stay text (and so go to `_unmapped`).
+        Some(FieldType::Double) if crate::is_integer_beyond_i64(text.trim().as_bytes()) => None,
         Some(FieldType::Double) => text
             .trim()
             .parse::<f64>()

@@ -216,3 +216,43 @@ fn hostile_times_never_poison_a_collection() {
         );
     }
 }
+
+/// Integers beyond ±2^63 keep every digit: as text in a new column, in
+/// `_unmapped` when the column holds numbers.
+#[test]
+fn integers_beyond_64_bits_keep_their_digits() {
+    let server = TestServer::start();
+    let keys = server.create_project("bigints");
+    let huge = "123456789012345678901234567890";
+    let body = format!(
+        r#"{{"collection": "e", "api": {{"api_key": "{}"}}, "properties": {{"id": {huge}, "n": 1}}}}"#,
+        keys.write
+    );
+    let sent = server.request(
+        "POST",
+        "/event/collect",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let body = format!(
+        r#"{{"collection": "e", "api": {{"api_key": "{}"}}, "properties": {{"n": -{huge}}}}}"#,
+        keys.write
+    );
+    let sent = server.request(
+        "POST",
+        "/event/collect",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let rows = server.query(
+        &keys,
+        "SELECT id, n, _unmapped FROM e ORDER BY _server_time",
+    );
+    assert_eq!(rows[0][0], json!(huge), "{rows:?}");
+    assert_eq!(rows[0][1], json!(1));
+    assert_eq!(rows[1][1], Value::Null);
+    let unmapped = rows[1][2].as_str().unwrap_or_default();
+    assert!(unmapped.contains(&format!("-{huge}")), "{rows:?}");
+}
