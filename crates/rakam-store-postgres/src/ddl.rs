@@ -314,7 +314,10 @@ pub(crate) async fn add_column(
     Ok(())
 }
 
-/// Recreates the collection's view and `_all` from the metadata.
+/// Recreates the collection's view from the metadata, and drops `_all`
+/// (which depends on it). `_all` is rebuilt by the first query that reads it
+/// ([`ensure_all_view`]): rebuilding it on every schema change cost time in
+/// proportion to all collections' columns, for each new column.
 pub(crate) async fn rebuild_views(
     client: &impl GenericClient,
     project_id: &str,
@@ -328,8 +331,10 @@ pub(crate) async fn rebuild_views(
     let sql = format!(
         "DROP VIEW IF EXISTS {all};
          DROP VIEW IF EXISTS {name};
-         CREATE VIEW {name} AS SELECT {select} FROM {table};",
+         CREATE VIEW {name} AS SELECT {select} FROM {table};
+         GRANT SELECT ON {name} TO {role};",
         all = view(project_id, "_all"),
+        role = quote(&reader_role(project_id)),
         select = select.join(", "),
         table = data_table(project_id, collection),
     );
@@ -337,7 +342,46 @@ pub(crate) async fn rebuild_views(
         .batch_execute(&sql)
         .await
         .map_err(pg_error("rebuilding a collection view"))?;
-    rebuild_all_view(client, project_id).await
+    Ok(())
+}
+
+/// Builds `_all` if a schema change dropped it since, under the project's
+/// metadata row lock (so it reads a settled schema and is built once).
+pub(crate) async fn ensure_all_view(
+    client: &mut deadpool_postgres::Object,
+    project_id: &str,
+    lock_timeout: std::time::Duration,
+) -> Result<()> {
+    let all = view(project_id, "_all");
+    let exists = |row: tokio_postgres::Row| row.get::<_, Option<String>>(0).is_some();
+    let present = client
+        .query_one("SELECT to_regclass($1)::text", &[&all])
+        .await
+        .map(exists)
+        .map_err(pg_error("looking for _all"))?;
+    if present {
+        return Ok(());
+    }
+    let transaction = begin_schema_change(client, lock_timeout).await?;
+    transaction
+        .query_opt(
+            "SELECT id FROM rakam_meta.projects WHERE id = $1 FOR NO KEY UPDATE",
+            &[&project_id],
+        )
+        .await
+        .map_err(pg_error("locking the project"))?;
+    let present = transaction
+        .query_one("SELECT to_regclass($1)::text", &[&all])
+        .await
+        .map(exists)
+        .map_err(pg_error("looking for _all"))?;
+    if !present {
+        rebuild_all_view(&transaction, project_id).await?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(pg_error("committing _all"))
 }
 
 /// `_all`: every collection, columns the union of theirs (null where a

@@ -28,6 +28,20 @@ impl PgNativeSql {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// `_all` is built lazily, by the first statement that may read it.
+    async fn ensure_all_view(&self, project: &ProjectId, sql: &str) -> Result<()> {
+        if !sql.contains("_all") {
+            return Ok(());
+        }
+        let mut client = self.shared.admin().await?;
+        crate::ddl::ensure_all_view(
+            &mut client,
+            project.as_str(),
+            self.shared.options.ddl_lock_timeout,
+        )
+        .await
+    }
 }
 
 /// A statement error as the client should see it.
@@ -95,6 +109,7 @@ impl NativeSql for PgNativeSql {
         max_rows: u64,
         timeout: Duration,
     ) -> Result<NativeOutput> {
+        self.ensure_all_view(project, sql).await?;
         let mut client = self.shared.reader(project.as_str()).await?;
         let cancel = client.cancel_token();
         let sql = sql.to_string();
@@ -183,6 +198,7 @@ impl NativeSql for PgNativeSql {
     }
 
     async fn describe(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef> {
+        self.ensure_all_view(project, sql).await?;
         let mut client = self.shared.reader(project.as_str()).await?;
         let timeout = self.shared.options.statement_timeout;
         let (transaction, statement) = begin_and_prepare(&mut client, sql, timeout).await?;
