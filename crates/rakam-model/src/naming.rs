@@ -64,6 +64,10 @@ pub fn normalize_field_name(raw: &str) -> Result<String, ModelError> {
         previous_was_lower = decomposed.is_ascii_lowercase() || decomposed.is_ascii_digit();
         normalized.push(mapped);
     }
+    if normalized.is_empty() {
+        // Only combining marks (found by the names_and_times fuzz target).
+        return Err(invalid("empty once accents are removed"));
+    }
     if normalized.len() > MAX_NAME_LENGTH {
         return Err(invalid("longer than 128 characters"));
     }
@@ -106,6 +110,15 @@ pub fn normalize_collection_name(raw: &str) -> Result<String, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a name of combining marks only became "".
+    #[test]
+    fn a_name_of_accents_alone_is_refused_not_emptied() {
+        for raw in ["\u{65a}", "\"\u{301}\"", " \u{300}\u{301} "] {
+            assert!(normalize_field_name(raw).is_err(), "{raw:?}");
+        }
+        assert_eq!(normalize_field_name("e\u{301}").ok().as_deref(), Some("e"));
+    }
 
     #[test]
     fn follows_rakam_rules() {
