@@ -175,18 +175,13 @@ impl TableSource for EmbeddedStore {
     }
 
     fn private_text(&self) -> Vec<String> {
-        let given = self.options.data_dir.clone();
+        // The tables directory, not the data directory alone: a relative
+        // `--data-dir data` must not hide every "data" in a plan.
+        let given = self.options.data_dir.join("tables");
         let absolute = std::fs::canonicalize(&given).unwrap_or_else(|_| given.clone());
-        let mut texts = vec![absolute.display().to_string(), given.display().to_string()];
+        let absolute = absolute.display().to_string();
         // Plans show file paths without the leading '/'.
-        texts.push(
-            absolute
-                .display()
-                .to_string()
-                .trim_start_matches('/')
-                .to_string(),
-        );
-        texts.retain(|text| !text.is_empty() && text != ".");
-        texts
+        let unrooted = absolute.trim_start_matches('/').to_string();
+        vec![absolute, unrooted, given.display().to_string()]
     }
 }
