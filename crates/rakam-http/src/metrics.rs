@@ -54,6 +54,7 @@ pub(crate) async fn render(
     }
     metrics::gauge!("rakam_inflight_request_bytes")
         .set(state.rakam.admission().in_flight_bytes() as f64);
+    metrics::gauge!("rakam_query_memory_bytes").set(state.rakam.query_memory_in_use() as f64);
     match &state.metrics {
         Some(handle) => (
             [(

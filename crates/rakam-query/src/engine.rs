@@ -13,6 +13,7 @@ use futures::StreamExt;
 use rakam_config::QueryConfig;
 use rakam_store_api::{Backend, NativeSql, ProjectSnapshot, TableSource};
 
+use crate::bounded_strings::bounded_string_functions;
 use crate::execution::RunningQuery;
 use crate::guard::{check_statement, GuardedStatement};
 use crate::memory::{QueryMemory, QueryPool, ServerMemory};
@@ -172,6 +173,9 @@ impl QueryEngine {
             .build();
         let context = SessionContext::new_with_state(state);
         rakam_udf::register_all(&context);
+        for udf in bounded_string_functions(self.limits.memory_per_query_bytes / 4) {
+            context.register_udf(udf);
+        }
         let schema = Arc::new(ProjectSchema::new(self.tables.clone(), project.clone()));
         let catalog = MemoryCatalogProvider::new();
         for alias in SCHEMA_ALIASES {

@@ -3,6 +3,7 @@
 //! and timeouts, and the encoders of results (Rakam JSON, CSV, NDJSON).
 
 mod all_collections;
+mod bounded_strings;
 mod complexity;
 mod encode;
 mod engine;

@@ -103,6 +103,11 @@ impl Rakam {
         &self.admission
     }
 
+    /// Bytes the running queries hold against `query.memory_limit_bytes`.
+    pub fn query_memory_in_use(&self) -> usize {
+        self.query.memory_in_use()
+    }
+
     pub fn ingest_limits(&self) -> &IngestLimits {
         self.pipeline.limits()
     }

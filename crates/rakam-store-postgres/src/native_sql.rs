@@ -109,7 +109,59 @@ impl NativeSql for PgNativeSql {
         max_rows: u64,
         timeout: Duration,
     ) -> Result<NativeOutput> {
-        self.ensure_all_view(project, sql).await?;
+        self.retrying_lost_all_view(project, sql, || {
+            self.execute_once(project, sql, max_rows, timeout)
+        })
+        .await
+    }
+
+    async fn describe(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef> {
+        self.retrying_lost_all_view(project, sql, || self.describe_once(project, sql))
+            .await
+    }
+}
+
+/// Schema changes racing one statement for `_all`, at most.
+const ALL_VIEW_ATTEMPTS: u32 = 3;
+
+/// A schema change dropped `_all` between building it and preparing the
+/// statement (once prepared, the statement's lock keeps it).
+fn lost_all_view(error: &StoreError) -> bool {
+    matches!(error, StoreError::Sql { message, .. } if message == "relation \"_all\" does not exist")
+}
+
+impl PgNativeSql {
+    /// Runs `once` after `_all` is built (when `sql` reads it), and again
+    /// when a schema change dropped `_all` before the statement took it.
+    async fn retrying_lost_all_view<T, F, Fut>(
+        &self,
+        project: &ProjectId,
+        sql: &str,
+        once: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            self.ensure_all_view(project, sql).await?;
+            match once().await {
+                Err(error) if attempt < ALL_VIEW_ATTEMPTS && lost_all_view(&error) => {
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn execute_once(
+        &self,
+        project: &ProjectId,
+        sql: &str,
+        max_rows: u64,
+        timeout: Duration,
+    ) -> Result<NativeOutput> {
         let mut client = self.shared.reader(project.as_str()).await?;
         let cancel = client.cancel_token();
         let sql = sql.to_string();
@@ -197,8 +249,7 @@ impl NativeSql for PgNativeSql {
         Ok(NativeOutput { schema, batches })
     }
 
-    async fn describe(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef> {
-        self.ensure_all_view(project, sql).await?;
+    async fn describe_once(&self, project: &ProjectId, sql: &str) -> Result<SchemaRef> {
         let mut client = self.shared.reader(project.as_str()).await?;
         let timeout = self.shared.options.statement_timeout;
         let (transaction, statement) = begin_and_prepare(&mut client, sql, timeout).await?;

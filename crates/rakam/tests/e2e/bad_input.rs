@@ -173,11 +173,13 @@ fn metrics_are_exported() {
         "{}",
         metrics.body
     );
-    assert!(
-        metrics.body.contains("rakam_events_ingested_total"),
-        "{}",
-        metrics.body
-    );
+    for name in [
+        "rakam_events_ingested_total",
+        "rakam_query_memory_bytes",
+        "rakam_inflight_request_bytes",
+    ] {
+        assert!(metrics.body.contains(name), "{name}: {}", metrics.body);
+    }
 }
 
 /// Times no backend computes with are never stored as times: an event's

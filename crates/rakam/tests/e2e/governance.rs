@@ -153,14 +153,17 @@ fn query_memory_is_bounded_with_a_clear_error() {
         .map(|i| format!("{i} AS c{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    // The wide result is refused as it is collected, well under a gigabyte.
-    // `repeat` builds each 100 MB value before anything can count it: the
-    // query is refused, but the process peaks near 2 GB on the way.
+    // The wide result is refused as it is collected, and `repeat` or `lpad`
+    // before they build their values: all well under a gigabyte.
     for (sql, rss_bound) in [
         (format!("SELECT {wide} FROM range(1000000)"), 1_000_000_000),
         (
             "SELECT repeat('x', 100000000) FROM range(10)".to_string(),
-            u64::MAX,
+            1_000_000_000,
+        ),
+        (
+            "SELECT lpad('x', 100000000) FROM range(10)".to_string(),
+            1_000_000_000,
         ),
     ] {
         let response = server.post(
