@@ -110,6 +110,15 @@ def main():
                     break
             latencies.append((time.perf_counter() - acked) * 1000)
         peak_rss_mb = proc_mem_kb(server.pid, "VmHWM") / 1024
+        # Requests the typed decoder left to the general path, by reason.
+        conn = rakam_server.connect(port, timeout=60)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        declined = {}
+        for line in metrics.splitlines():
+            if line.startswith("rakam_ingest_typed_declined_total{"):
+                reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                declined[reason] = int(float(line.rsplit(" ", 1)[1]))
         # flush everything to Parquet (graceful stop) to measure bytes on disk
         server.terminate()
         server.wait(timeout=300)
@@ -134,6 +143,8 @@ def main():
         "peak_rss_mb": round(peak_rss_mb, 1),
         "ack_to_visible_ms_p50": round(statistics.median(latencies), 2),
         "ack_to_visible_ms_max": round(max(latencies), 2),
+        "requests": len(chunks),
+        "typed_declined": declined,
     }
     variant = "pg-ingest-http" if a.postgres_url else "http"
     result = {"engine": "rakam", "variant": variant, "version": "0.1.0", "events": events,

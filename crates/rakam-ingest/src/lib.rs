@@ -10,6 +10,7 @@
 
 mod big_integers;
 mod build;
+mod column_builder;
 mod context;
 mod decode;
 mod error;
@@ -20,6 +21,7 @@ mod pipeline;
 mod prepare;
 mod sources;
 mod text_values;
+mod typed;
 mod user_column;
 
 pub use big_integers::is_integer_beyond_i64;
@@ -38,3 +40,4 @@ pub use sources::{
     PixelSource, Source, SourceShape,
 };
 pub use text_values::typed_from_text;
+pub use typed::{decode_ndjson_typed, Decline, TypedBatches};

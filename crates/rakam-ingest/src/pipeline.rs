@@ -4,16 +4,12 @@ use std::sync::Arc;
 use rakam_model::{infer_type, widening_for, CollectionSchema, Column, FieldType};
 use rakam_store_api::{Append, Catalog, EventSink, ProjectSnapshot};
 
-use crate::build::build_batch;
+use crate::build::{build_batch, EVENTS_PER_BUILD};
 use crate::mapper::{MappedEvent, Mapper};
 use crate::observer::{AppendObserver, Observers};
 use crate::prepare::{prepare, PreparedEvent};
 use crate::user_column::settle_user_column;
-use crate::{Atomicity, EventInput, IngestError, IngestLimits, RequestContext};
-
-/// Events built at once; the batches of a request are still appended
-/// together, as one durable unit.
-const EVENTS_PER_BUILD: usize = 100_000;
+use crate::{Atomicity, EventInput, IngestError, IngestLimits, RequestContext, TypedBatches};
 
 #[derive(Debug, Default)]
 pub struct IngestOutcome {
@@ -105,14 +101,44 @@ impl Pipeline {
         outcome.stored = valid.len();
         let (batches, version, unmapped_rows) = self.build(project, valid, server_time_ms).await?;
         outcome.unmapped_rows = unmapped_rows;
-        let append = Append {
+        self.append(Append {
             project: project.project.id.clone(),
             schema_version: version,
             batches,
-        };
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Whether requests may take the typed decoder: mappers work on
+    /// prepared events, which it does not make.
+    pub fn takes_typed(&self) -> bool {
+        self.mappers.is_empty()
+    }
+
+    /// Stores what the typed decoder built from `project`'s schemas, as one
+    /// durable append; returns once it is durable.
+    pub async fn ingest_typed(
+        &self,
+        project: &ProjectSnapshot,
+        typed: TypedBatches,
+    ) -> Result<IngestOutcome, IngestError> {
+        self.append(Append {
+            project: project.project.id.clone(),
+            schema_version: project.version,
+            batches: typed.batches,
+        })
+        .await?;
+        Ok(IngestOutcome {
+            stored: typed.events,
+            ..IngestOutcome::default()
+        })
+    }
+
+    async fn append(&self, append: Append) -> Result<(), IngestError> {
         if self.observers.is_empty() {
             self.sink.append(append).await?;
-            return Ok(outcome);
+            return Ok(());
         }
         // The append and the observers' delivery finish together even when
         // the client goes away mid-request.
@@ -124,7 +150,7 @@ impl Pipeline {
         })
         .await
         .map_err(|e| IngestError::Malformed(format!("append task failed: {e}")))??;
-        Ok(outcome)
+        Ok(())
     }
 
     /// Evolves the schemas the events need, then builds their batches, a
@@ -206,7 +232,7 @@ impl Pipeline {
     }
 }
 
-fn prepare_all(
+pub(crate) fn prepare_all(
     inputs: Vec<Result<EventInput, IngestError>>,
     server_time_ms: i64,
     limits: &IngestLimits,
@@ -252,7 +278,10 @@ fn prepare_all(
 
 /// The columns to add or widen for these events: a new field takes the type
 /// of its first value that has one; a fraction in a LONG column widens it.
-fn plan_columns(current: Option<&CollectionSchema>, events: &[PreparedEvent]) -> Vec<Column> {
+pub(crate) fn plan_columns(
+    current: Option<&CollectionSchema>,
+    events: &[PreparedEvent],
+) -> Vec<Column> {
     let mut requested: Vec<Column> = Vec::new();
     let mut positions: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     let existing_types: HashMap<&str, &FieldType, foldhash::fast::RandomState> = current

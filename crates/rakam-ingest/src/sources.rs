@@ -10,6 +10,7 @@ use serde_json::Map;
 
 use crate::decode::{decode_batch, decode_csv, decode_event, decode_ndjson, CsvOptions};
 use crate::text_values::typed_from_text;
+use crate::typed::{decode_ndjson_typed, Decline, TypedBatches};
 use crate::{EventInput, IngestError, IngestLimits};
 
 /// What a request's events are stored as.
@@ -54,6 +55,25 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         project: Option<&ProjectSnapshot>,
         limits: &IngestLimits,
     ) -> Result<Decoded, IngestError>;
+
+    /// Whether [`Source::decode_typed`] may take requests.
+    fn decodes_typed(&self) -> bool {
+        false
+    }
+
+    /// Decodes straight into batches of `project`'s current schemas when
+    /// every event fits them as it is (see `typed`); otherwise says why,
+    /// and [`Source::decode`] takes the request.
+    fn decode_typed(
+        &self,
+        _body: &[u8],
+        _params: &HashMap<String, String>,
+        _project: &ProjectSnapshot,
+        _limits: &IngestLimits,
+        _server_time_ms: i64,
+    ) -> Result<TypedBatches, Decline> {
+        Err(Decline::Format)
+    }
 
     fn name(&self) -> &'static str {
         self.shape().name
@@ -194,6 +214,22 @@ impl Source for NdjsonSource {
             api_key: None,
             events: events.into_iter().map(Ok).collect(),
         })
+    }
+
+    fn decodes_typed(&self) -> bool {
+        true
+    }
+
+    fn decode_typed(
+        &self,
+        body: &[u8],
+        params: &HashMap<String, String>,
+        project: &ProjectSnapshot,
+        limits: &IngestLimits,
+        server_time_ms: i64,
+    ) -> Result<TypedBatches, Decline> {
+        let collection = params.get("collection").map(String::as_str);
+        decode_ndjson_typed(body, collection, project, limits, server_time_ms)
     }
 }
 

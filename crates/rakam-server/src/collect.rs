@@ -38,6 +38,33 @@ impl Rakam {
             None => None,
         };
         let limits = self.ingest_limits().clone();
+        if let Some(snapshot) = &early {
+            if source.decodes_typed() && self.pipeline.takes_typed() {
+                let (body, params, snapshot, limits) = (
+                    body.clone(),
+                    params.clone(),
+                    snapshot.clone(),
+                    limits.clone(),
+                );
+                let server_time_ms = rakam_common::time::now_millis();
+                let typed = tokio::task::spawn_blocking(move || {
+                    let decoded =
+                        source.decode_typed(&body, &params, &snapshot, &limits, server_time_ms);
+                    (decoded, snapshot)
+                })
+                .await
+                .map_err(|e| IngestError::Malformed(format!("decoder task failed: {e}")))?;
+                match typed {
+                    (Ok(batches), snapshot) => {
+                        return Ok(self.pipeline.ingest_typed(&snapshot, batches).await?)
+                    }
+                    (Err(decline), _) => {
+                        metrics::counter!("rakam_ingest_typed_declined_total", "reason" => decline.as_str())
+                            .increment(1);
+                    }
+                }
+            }
+        }
         let typed_by = early.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             source.decode(&body, &params, typed_by.as_deref(), &limits)

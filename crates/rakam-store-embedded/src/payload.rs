@@ -29,7 +29,10 @@ pub(crate) fn encode(
     out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
     for (collection, batch) in batches {
         put_bytes(&mut out, collection.as_bytes());
-        let mut ipc = Vec::new();
+        // The stream is written in place after its length, which is filled
+        // in once known: the record is not copied a second time.
+        let length_at = out.len();
+        out.extend_from_slice(&[0; 4]);
         {
             // LZ4 keeps sparse batches (a wide collection, few fields per
             // event: mostly nulls) from multiplying the bytes written; the
@@ -37,11 +40,14 @@ pub(crate) fn encode(
             let options = IpcWriteOptions::default()
                 .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
             let mut writer =
-                StreamWriter::try_new_with_options(&mut ipc, &batch.schema(), options)?;
+                StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
             writer.write(batch)?;
             writer.finish()?;
         }
-        put_bytes(&mut out, &ipc);
+        let length = u32::try_from(out.len() - length_at - 4).map_err(|_| {
+            StoreError::Data("a collection's rows exceed a WAL record's 4 GiB".into())
+        })?;
+        out[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
     }
     Ok(out)
 }

@@ -1,0 +1,259 @@
+//! The typed decoder: NDJSON straight into Arrow builders of the columns a
+//! collection already has, with a SIMD JSON parser (sonic-rs), borrowed
+//! strings, no `serde_json::Value`, no per-event map.
+//!
+//! It takes a request only when the general path would store exactly the
+//! same rows without changing anything: every field an existing column,
+//! every value fitting it as it is. Anything else (a new field, a value for
+//! `_unmapped`, a widening, a nested object, an odd name, an error to
+//! report) declines the whole request, which then goes down the general
+//! path and its rules; the schema it evolves lets the next request through.
+//! `typed::differential` checks, on random events, that both paths store
+//! the same values.
+
+mod rows;
+mod scan;
+
+#[cfg(test)]
+mod differential;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use rakam_model::normalize_collection_name;
+use rakam_store_api::ProjectSnapshot;
+use serde::de::DeserializeSeed;
+
+use crate::IngestLimits;
+use rows::CollectionRows;
+use scan::{Fields, LineSeed};
+
+/// Why the typed decoder left a request to the general path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decline {
+    /// Not a format it reads (a JSON array body, no default collection).
+    Format,
+    /// The pipeline has mappers, which work on prepared events.
+    Mappers,
+    /// Invalid JSON, or not an object: the general path names the line.
+    Malformed,
+    /// A limit is reached: the general path reports it.
+    Limit,
+    /// A collection that does not exist yet, or a name to normalise.
+    Collection,
+    /// A field without a column, an instruction (`_ip`), a reserved name,
+    /// or an `api` object on an envelope.
+    Field,
+    /// A value its column cannot take as it is (`_unmapped` or widening).
+    Value,
+    /// An event time to refuse.
+    Time,
+    /// A key repeated within one event.
+    Duplicate,
+}
+
+impl Decline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Format => "format",
+            Self::Mappers => "mappers",
+            Self::Malformed => "malformed",
+            Self::Limit => "limit",
+            Self::Collection => "collection",
+            Self::Field => "field",
+            Self::Value => "value",
+            Self::Time => "time",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// A request decoded into batches of the collections' current schemas.
+/// The rows and their order are those of the general path; where a large
+/// body is decoded in parallel, the batches are cut differently (one per
+/// part and collection, each with the columns its rows use).
+#[derive(Debug)]
+pub struct TypedBatches {
+    /// In collection name order, then event order.
+    pub batches: Vec<(String, RecordBatch)>,
+    pub events: usize,
+}
+
+/// NDJSON (envelopes, or bare properties for `default_collection`) into
+/// batches, when every event fits `project`'s schemas as it is.
+pub fn decode_ndjson_typed(
+    body: &[u8],
+    default_collection: Option<&str>,
+    project: &ProjectSnapshot,
+    limits: &IngestLimits,
+    server_time_ms: i64,
+) -> Result<TypedBatches, Decline> {
+    if body.trim_ascii_start().first() == Some(&b'[') {
+        return Err(Decline::Format);
+    }
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.trim_ascii_start().is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Err(Decline::Format);
+    }
+    if lines.len() > limits.max_batch_events {
+        return Err(Decline::Limit);
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk_size = lines.len().div_ceil(workers).max(4096);
+    let decoder = LineDecoder {
+        default_collection,
+        project,
+        limits,
+        server_time_ms,
+        declined: AtomicBool::new(false),
+    };
+    let parts: Vec<Result<PartBatches, Decline>> = if lines.len() <= chunk_size {
+        vec![decoder.decode(&lines)]
+    } else {
+        std::thread::scope(|scope| {
+            let decoder = &decoder;
+            let handles: Vec<_> = lines
+                .chunks(chunk_size)
+                .map(|chunk| scope.spawn(move || decoder.decode(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or(Err(Decline::Malformed)))
+                .collect()
+        })
+    };
+    let mut by_collection: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    for part in parts {
+        for (collection, batches) in part? {
+            by_collection.entry(collection).or_default().extend(batches);
+        }
+    }
+    Ok(TypedBatches {
+        batches: by_collection
+            .into_iter()
+            .flat_map(|(collection, batches)| {
+                batches
+                    .into_iter()
+                    .map(move |batch| (collection.clone(), batch))
+            })
+            .collect(),
+        events: lines.len(),
+    })
+}
+
+/// One part's batches, by collection.
+type PartBatches = Vec<(String, Vec<RecordBatch>)>;
+
+/// Digits in a row beyond which a line takes the general path.
+const LONGEST_DIGIT_RUN: usize = 64;
+
+fn has_digit_run(line: &[u8], longest: usize) -> bool {
+    let mut run = 0;
+    for byte in line {
+        if byte.is_ascii_digit() {
+            run += 1;
+            if run > longest {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
+struct LineDecoder<'r> {
+    default_collection: Option<&'r str>,
+    project: &'r ProjectSnapshot,
+    limits: &'r IngestLimits,
+    server_time_ms: i64,
+    /// Set by the first worker that declines, so the others stop.
+    declined: AtomicBool,
+}
+
+impl<'r> LineDecoder<'r> {
+    fn decode(&self, lines: &[&'r [u8]]) -> Result<PartBatches, Decline> {
+        let result = self.decode_lines(lines);
+        if result.is_err() {
+            self.declined.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn decode_lines(&self, lines: &[&'r [u8]]) -> Result<PartBatches, Decline> {
+        let mut collections: Vec<(String, CollectionRows<'r>)> = Vec::new();
+        // Raw collection names as sent, to their entry in `collections`.
+        let mut names: Vec<(String, usize)> = Vec::new();
+        let mut top: Fields<'r> = Vec::new();
+        let mut properties: Fields<'r> = Vec::new();
+        for (number, line) in lines.iter().enumerate() {
+            if number % 1024 == 0 && self.declined.load(Ordering::Relaxed) {
+                return Err(Decline::Malformed);
+            }
+            if line.len() > self.limits.max_event_bytes {
+                return Err(Decline::Limit);
+            }
+            // The parser rounds numbers of hundreds of digits wrongly
+            // (it caps their exponent): those take the general path.
+            if has_digit_run(line, LONGEST_DIGIT_RUN) {
+                return Err(Decline::Value);
+            }
+            let text = std::str::from_utf8(line).map_err(|_| Decline::Malformed)?;
+            top.clear();
+            properties.clear();
+            let mut deserializer = sonic_rs::Deserializer::from_str(text);
+            let seed = LineSeed {
+                top: &mut top,
+                properties: &mut properties,
+            };
+            let shape = seed.deserialize(&mut deserializer).map_err(|error| {
+                if error.to_string().contains(scan::NESTED) {
+                    Decline::Value
+                } else {
+                    Decline::Malformed
+                }
+            })?;
+            deserializer.end().map_err(|_| Decline::Malformed)?;
+            let (collection, fields) = match shape.collection {
+                Some(collection) if shape.properties_object => {
+                    if shape.api {
+                        return Err(Decline::Field);
+                    }
+                    (collection, &properties)
+                }
+                _ => (self.default_collection.ok_or(Decline::Format)?.into(), &top),
+            };
+            let entry = match names.iter().find(|(raw, _)| *raw == *collection) {
+                Some((_, entry)) => *entry,
+                None => {
+                    let entry = self.collection_entry(&collection, &mut collections)?;
+                    names.push((collection.into_owned(), entry));
+                    entry
+                }
+            };
+            collections[entry].1.append(fields, line, self.limits)?;
+        }
+        collections
+            .into_iter()
+            .map(|(name, rows)| Ok((name, rows.finish()?)))
+            .collect()
+    }
+
+    fn collection_entry(
+        &self,
+        raw: &str,
+        collections: &mut Vec<(String, CollectionRows<'r>)>,
+    ) -> Result<usize, Decline> {
+        let name = normalize_collection_name(raw).map_err(|_| Decline::Collection)?;
+        if let Some(entry) = collections.iter().position(|(known, _)| *known == name) {
+            return Ok(entry);
+        }
+        let schema = self.project.schema(&name).ok_or(Decline::Collection)?;
+        collections.push((name, CollectionRows::new(schema, self.server_time_ms)));
+        Ok(collections.len() - 1)
+    }
+}
