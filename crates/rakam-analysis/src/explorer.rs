@@ -308,37 +308,68 @@ impl Analyzer {
             ));
         }
         let events = format!("WITH explorer_events AS ({})", selects.join(" UNION ALL "));
-        let mut grouped = false;
-        let mut g_expr = "g".to_string();
-        let mut s_expr = "s".to_string();
-        if grouping.as_ref().is_some_and(|g| g.ranked) {
-            if let Some(top) = self
-                .top_values(project, &events, "g", &aggregate_sql, group_limit)
-                .await?
-            {
-                g_expr = others_case("g", &top);
-                grouped = true;
+        // An axis folds only when it may have more values than it shows:
+        // `_collection` has one per chosen collection.
+        let folds = |axis: &Axis, limit: usize| {
+            (axis.ranked && !(axis.name == COLLECTION && collections.len() <= limit))
+                .then_some(limit)
+        };
+        let ranked = Ranked {
+            group: grouping.as_ref().and_then(|g| folds(g, group_limit)),
+            segment: folds(&segment, segment_limit),
+        };
+        let g_label = |g_expr: &str| {
+            grouping
+                .as_ref()
+                .map_or_else(|| g_expr.to_string(), |g| g.output(g_expr))
+        };
+        let (rows, grouped) = match reaggregate(&aggregate_sql) {
+            Some(merge) if ranked.any() => {
+                let sql = ranked.folded_sql(
+                    &events,
+                    &aggregate_sql,
+                    merge,
+                    &g_label("g"),
+                    &segment.output("s"),
+                );
+                let mut rows = self.rows(project, &sql).await?;
+                let grouped = rows
+                    .iter_mut()
+                    .any(|row| row.pop().and_then(|f| f.as_bool()) == Some(true));
+                (rows, grouped)
             }
-        }
-        if segment.ranked {
-            if let Some(top) = self
-                .top_values(project, &events, "s", &aggregate_sql, segment_limit)
-                .await?
-            {
-                s_expr = others_case("s", &top);
-                grouped = true;
+            _ => {
+                let mut grouped = false;
+                let mut g_expr = "g".to_string();
+                let mut s_expr = "s".to_string();
+                if let Some(limit) = ranked.group {
+                    if let Some(top) = self
+                        .top_values(project, &events, "g", &aggregate_sql, limit)
+                        .await?
+                    {
+                        g_expr = others_case("g", &top);
+                        grouped = true;
+                    }
+                }
+                if let Some(limit) = ranked.segment {
+                    if let Some(top) = self
+                        .top_values(project, &events, "s", &aggregate_sql, limit)
+                        .await?
+                    {
+                        s_expr = others_case("s", &top);
+                        grouped = true;
+                    }
+                }
+                // Period buckets are grouped as numbers and labelled per
+                // group; the labels sort as the numbers do.
+                let sql = format!(
+                    "{events} SELECT {} AS group_label, {} AS segment_label, {aggregate_sql} AS value FROM explorer_events GROUP BY {g_expr}, {s_expr} ORDER BY {g_expr} NULLS FIRST, {s_expr} NULLS FIRST",
+                    g_label(&g_expr),
+                    segment.output(&s_expr),
+                );
+                (self.rows(project, &sql).await?, grouped)
             }
-        }
-        // Period buckets are grouped as numbers and labelled per group; the
-        // labels sort as the numbers do.
-        let g_label = grouping
-            .as_ref()
-            .map_or_else(|| g_expr.clone(), |g| g.output(&g_expr));
-        let s_label = segment.output(&s_expr);
-        let sql = format!(
-            "{events} SELECT {g_label} AS group_label, {s_label} AS segment_label, {aggregate_sql} AS value FROM explorer_events GROUP BY {g_expr}, {s_expr} ORDER BY {g_expr} NULLS FIRST, {s_expr} NULLS FIRST"
-        );
-        let rows = self.rows(project, &sql).await?;
+        };
         let segment_name = format!("{}_segment", segment.name);
         let mut table = match &grouping {
             Some(g) => Table::new(&[
@@ -460,6 +491,67 @@ impl Analyzer {
             });
         }
         Ok(table.into_json(started.elapsed(), Map::new()))
+    }
+}
+
+/// The limits of the column axes whose values beyond the top are folded
+/// into "Others".
+struct Ranked {
+    group: Option<usize>,
+    segment: Option<usize>,
+}
+
+impl Ranked {
+    fn any(&self) -> bool {
+        self.group.is_some() || self.segment.is_some()
+    }
+
+    /// One scan for an aggregate whose partial results merge (`merge`):
+    /// the events are aggregated per (group, segment) once, each ranked
+    /// axis's values are ranked by their merged total (largest first, then
+    /// by value, as `top_values` orders them), and the cells beyond the top
+    /// are merged into "Others". The last column says whether a cell holds
+    /// folded values.
+    fn folded_sql(
+        &self,
+        events: &str,
+        aggregate_sql: &str,
+        merge: &str,
+        g_label: &str,
+        s_label: &str,
+    ) -> String {
+        let fold = |column: &str, limit: Option<usize>| match limit {
+            Some(limit) => (
+                format!("CASE WHEN {column}_rank <= {limit} THEN {column} ELSE 'Others' END"),
+                format!("{column}_rank > {limit}"),
+            ),
+            None => (column.to_string(), "false".to_string()),
+        };
+        let (g_fold, g_beyond) = fold("g", self.group);
+        let (s_fold, s_beyond) = fold("s", self.segment);
+        format!(
+            "{events}, \
+             explorer_cells AS (SELECT g, s, {aggregate_sql} AS value FROM explorer_events GROUP BY g, s), \
+             explorer_totals AS (SELECT g, s, value, {merge}(value) OVER (PARTITION BY g) AS g_total, {merge}(value) OVER (PARTITION BY s) AS s_total FROM explorer_cells), \
+             explorer_ranks AS (SELECT g, s, value, \
+                 dense_rank() OVER (ORDER BY g_total DESC NULLS LAST, g ASC NULLS LAST) AS g_rank, \
+                 dense_rank() OVER (ORDER BY s_total DESC NULLS LAST, s ASC NULLS LAST) AS s_rank \
+                 FROM explorer_totals), \
+             explorer_folded AS (SELECT {g_fold} AS g, {s_fold} AS s, value, ({g_beyond}) OR ({s_beyond}) AS folded FROM explorer_ranks) \
+             SELECT {g_label} AS group_label, {s_label} AS segment_label, {merge}(value) AS value, bool_or(folded) AS folded \
+             FROM explorer_folded GROUP BY g, s ORDER BY g NULLS FIRST, s NULLS FIRST"
+        )
+    }
+}
+
+/// The aggregate that merges partial results of `aggregate_sql`, for those
+/// that have one (unique counts and averages do not merge).
+fn reaggregate(aggregate_sql: &str) -> Option<&'static str> {
+    match aggregate_sql {
+        "count(*)" | "sum(v)" => Some("sum"),
+        "min(v)" => Some("min"),
+        "max(v)" => Some("max"),
+        _ => None,
     }
 }
 

@@ -185,6 +185,30 @@ pub enum PeriodUnit {
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
+/// Days added to a time before an integer division, so that the dividend is
+/// never negative: SQL's division truncates toward zero, which would put a
+/// time before 1970 in the period after its own. More than the days from
+/// year 1 (the earliest `_time` stored) to 1970 plus one for time zones, and
+/// a multiple of 7 so that weeks move by whole weeks.
+const SHIFT_DAYS: i64 = 770_000;
+
+/// SQL for the floor of `ms / unit_ms` (a unit dividing a day), for any
+/// `ms` from year 1 on.
+pub(crate) fn floor_div_sql(ms: &str, unit_ms: i64) -> String {
+    let shift = SHIFT_DAYS * DAY_MS;
+    format!("(({ms} + {shift}) / {unit_ms} - {})", shift / unit_ms)
+}
+
+/// SQL numbering the Monday-week of local milliseconds `ms`: 1970-01-01 was
+/// a Thursday, so shifting by 3 days starts weeks on Monday.
+pub(crate) fn week_sql(ms: &str) -> String {
+    let shift = SHIFT_DAYS * DAY_MS;
+    format!(
+        "((({ms} + {shift}) / {DAY_MS} + 3) / 7 - {})",
+        SHIFT_DAYS / 7
+    )
+}
+
 impl PeriodUnit {
     pub fn parse(text: &str) -> Result<Self> {
         match text.to_ascii_uppercase().as_str() {
@@ -202,9 +226,8 @@ impl PeriodUnit {
     pub fn period_sql(self, scope: &TimeScope, column: &str) -> String {
         let local_ms = scope.local_ms(column);
         match self {
-            Self::Day => format!("({local_ms} / {DAY_MS})"),
-            // 1970-01-01 was a Thursday: shifting by 3 days starts weeks on Monday.
-            Self::Week => format!("(({local_ms} / {DAY_MS} + 3) / 7)"),
+            Self::Day => floor_div_sql(&local_ms, DAY_MS),
+            Self::Week => week_sql(&local_ms),
             Self::Month => {
                 let local = scope.local_timestamp(column);
                 format!(

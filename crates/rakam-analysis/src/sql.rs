@@ -6,7 +6,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AnalysisError, Result};
-use crate::scope::{TimeScope, DAY_MS};
+use crate::scope::{floor_div_sql, week_sql, TimeScope, DAY_MS};
 
 /// A double-quoted identifier.
 pub fn ident(name: &str) -> String {
@@ -137,10 +137,9 @@ impl TimeReference {
     pub fn bucket_sql(self, scope: &TimeScope, column: &str) -> Option<String> {
         let local_ms = scope.local_ms(column);
         match self {
-            Self::Hour => Some(format!("({local_ms} / {HOUR_MS})")),
-            Self::Day => Some(format!("({local_ms} / {DAY_MS})")),
-            // 1970-01-01 was a Thursday: shifting by 3 days starts weeks on Monday.
-            Self::Week => Some(format!("(({local_ms} / {DAY_MS} + 3) / 7)")),
+            Self::Hour => Some(floor_div_sql(&local_ms, HOUR_MS)),
+            Self::Day => Some(floor_div_sql(&local_ms, DAY_MS)),
+            Self::Week => Some(week_sql(&local_ms)),
             _ => None,
         }
     }

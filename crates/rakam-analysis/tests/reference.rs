@@ -17,16 +17,36 @@ use serde_json::{json, Map, Value};
 use simple::{Event, Filter, Kind, Mode, Range, Unit};
 
 const COLLECTIONS: [&str; 3] = ["a", "b", "c"];
-/// 2023-12-29T00:00:00Z (a Friday); events fall on 60 slots from there,
-/// either 2 hours apart (five days, many ties and same-day steps) or 19
-/// hours apart (into mid-February: several weeks, a month boundary, returns
-/// after the range, first actions before it).
-const BASE_MS: i64 = 1_703_808_000_000;
-const SLOTS_MS: [i64; 2] = [2 * 3_600_000, 19 * 3_600_000];
-const START: &str = "2024-01-01";
-const END: &str = "2024-01-24";
+/// Where a case's events fall: from a Friday (`base_ms`), on 60 slots either
+/// 2 hours apart (five days, many ties and same-day steps) or 19 hours apart
+/// (into mid-February: several weeks, a month boundary, returns after the
+/// range, first actions before it); requests ask from the Monday after it
+/// for 24 days. One era straddles 1970, where truncating integer division
+/// once put a time in the period after its own.
+#[derive(Debug, Clone, Copy)]
+struct Era {
+    base_ms: i64,
+    start: &'static str,
+    end: &'static str,
+}
 
-fn event(slot_ms: i64) -> impl Strategy<Value = Event> {
+const ERAS: [Era; 2] = [
+    // 2023-12-29T00:00:00Z
+    Era {
+        base_ms: 1_703_808_000_000,
+        start: "2024-01-01",
+        end: "2024-01-24",
+    },
+    // 1969-12-26T00:00:00Z
+    Era {
+        base_ms: -518_400_000,
+        start: "1969-12-29",
+        end: "1970-01-21",
+    },
+];
+const SLOTS_MS: [i64; 2] = [2 * 3_600_000, 19 * 3_600_000];
+
+fn event(base_ms: i64, slot_ms: i64) -> impl Strategy<Value = Event> {
     (
         0usize..3,
         0u32..24,
@@ -37,27 +57,36 @@ fn event(slot_ms: i64) -> impl Strategy<Value = Event> {
         .prop_map(move |(c, user, slot, country, value)| Event {
             collection: COLLECTIONS[c],
             user: format!("u{user}"),
-            t: BASE_MS + slot * slot_ms,
+            t: base_ms + slot * slot_ms,
             country,
             value,
         })
 }
 
-/// Random events, plus one of each collection so every column exists.
-fn events() -> impl Strategy<Value = Vec<Event>> {
-    prop::sample::select(SLOTS_MS.to_vec())
-        .prop_flat_map(|slot_ms| prop::collection::vec(event(slot_ms), 0..160))
-        .prop_map(|mut events| {
+/// Random events in a random era, plus one of each collection so every
+/// column exists.
+fn events() -> impl Strategy<Value = (Era, Vec<Event>)> {
+    (
+        prop::sample::select(ERAS.to_vec()),
+        prop::sample::select(SLOTS_MS.to_vec()),
+    )
+        .prop_flat_map(|(era, slot_ms)| {
+            (
+                Just(era),
+                prop::collection::vec(event(era.base_ms, slot_ms), 0..160),
+            )
+        })
+        .prop_map(|(era, mut events)| {
             for collection in COLLECTIONS {
                 events.push(Event {
                     collection,
                     user: "u0".into(),
-                    t: BASE_MS + 3 * 86_400_000,
+                    t: era.base_ms + 3 * 86_400_000,
                     country: Some("de"),
                     value: 5,
                 });
             }
-            events
+            (era, events)
         })
 }
 
@@ -171,7 +200,7 @@ fn funnel_case() -> impl Strategy<Value = (simple::Funnel, Tz, bool)> {
         })
 }
 
-fn funnel_request(f: &simple::Funnel, tz: Tz, series: bool) -> Value {
+fn funnel_request(f: &simple::Funnel, era: Era, tz: Tz, series: bool) -> Value {
     let mode = match f.mode {
         Mode::Ordered => "ordered",
         Mode::Strict => "strict",
@@ -186,7 +215,7 @@ fn funnel_request(f: &simple::Funnel, tz: Tz, series: bool) -> Value {
             x
         }).collect::<Vec<_>>(),
         "mode": mode,
-        "startDate": START, "endDate": END, "timezone": tz.name(),
+        "startDate": era.start, "endDate": era.end, "timezone": tz.name(),
     });
     if let Some(ms) = f.window {
         request["window"] = json!({"value": ms / 3_600_000, "type": "HOUR"});
@@ -204,11 +233,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
-    fn funnels_agree_with_the_reference(events in events(), (funnel, tz, series) in funnel_case()) {
-        let request = funnel_request(&funnel, tz, series);
+    fn funnels_agree_with_the_reference((era, events) in events(), (funnel, tz, series) in funnel_case()) {
+        let request = funnel_request(&funnel, era, tz, series);
         let answer = run(async { load(&events).await.analyze("funnel", request.clone()).await })
             .map_err(|e| TestCaseError::fail(format!("{request}: {e}")))?;
-        let range = Range::new(START, END, tz);
+        let range = Range::new(era.start, era.end, tz);
         let attempts = funnel.attempts(&events, &range);
         let n = funnel.steps.len();
         let rows = answer["result"].as_array().cloned().unwrap_or_default();
@@ -264,7 +293,7 @@ proptest! {
 
     #[test]
     fn retention_agrees_with_the_reference(
-        events in events(),
+        (era, events) in events(),
         first in kind(),
         returning in prop::option::of(kind()),
         unit in prop::sample::select(vec![Unit::Day, Unit::Week, Unit::Month]),
@@ -279,7 +308,7 @@ proptest! {
             "date_unit": match unit { Unit::Day => "DAY", Unit::Week => "WEEK", Unit::Month => "MONTH" },
             "kind": if first_time { "first_time" } else { "recurring" },
             "period": periods,
-            "startDate": START, "endDate": END, "timezone": tz.name(),
+            "startDate": era.start, "endDate": era.end, "timezone": tz.name(),
         });
         if let Some(k) = &retention.returning {
             request["returning_action"] = kind_json(k, "filter");
@@ -290,7 +319,7 @@ proptest! {
         let answer = run(async { load(&events).await.analyze("retention", request.clone()).await })
             .map_err(|e| TestCaseError::fail(format!("{request}: {e}")))?;
         let expected: Vec<Value> = retention
-            .cells(&events, &Range::new(START, END, tz))
+            .cells(&events, &Range::new(era.start, era.end, tz))
             .into_iter()
             .map(|((key, lead), count)| json!([key, if lead < 0 { Value::Null } else { json!(lead) }, count]))
             .collect();
@@ -332,6 +361,7 @@ fn axis() -> impl Strategy<Value = Axis> {
         Axis::Column("country"),
         Axis::Reference("HOUR_OF_DAY"),
         Axis::Reference("DAY_OF_WEEK"),
+        Axis::Reference("HOUR"),
         Axis::Reference("DAY"),
         Axis::Reference("WEEK"),
         Axis::Reference("DAY_PART"),
@@ -385,7 +415,7 @@ proptest! {
 
     #[test]
     fn segmentation_agrees_with_the_reference(
-        events in events(),
+        (era, events) in events(),
         collections in prop::sample::subsequence(COLLECTIONS.to_vec(), 1..=3),
         aggregation in prop::sample::select(vec!["COUNT", "COUNT_UNIQUE", "SUM", "MINIMUM", "MAXIMUM", "AVERAGE"]),
         grouping in prop::option::of(axis()),
@@ -398,7 +428,7 @@ proptest! {
         let mut request = json!({
             "collections": collections,
             "measure": {"aggregation": aggregation, "column": column},
-            "startDate": START, "endDate": END, "timezone": tz.name(),
+            "startDate": era.start, "endDate": era.end, "timezone": tz.name(),
         });
         if let Some(g) = &grouping { request["grouping"] = g.json(); }
         if let Some(s) = &segment { request["segment"] = s.json(); }
@@ -411,7 +441,7 @@ proptest! {
         let answer = run(async { load(&events).await.analyze("explore", request.clone()).await })
             .map_err(|e| TestCaseError::fail(format!("{request}: {e}")))?;
 
-        let range = Range::new(START, END, tz);
+        let range = Range::new(era.start, era.end, tz);
         let segment = segment.unwrap_or(Axis::Column("_collection"));
         let rows: Vec<&Event> = events
             .iter()
@@ -465,7 +495,7 @@ proptest! {
 
     #[test]
     fn flows_agree_with_the_reference(
-        events in events(),
+        (era, events) in events(),
         anchor in kind(),
         next in any::<bool>(),
         depth in 1usize..5,
@@ -484,7 +514,7 @@ proptest! {
         let mut request = json!({
             "depth": depth,
             "window": {"value": window_hours, "type": "HOUR"},
-            "startDate": START, "endDate": END, "timezone": tz.name(),
+            "startDate": era.start, "endDate": era.end, "timezone": tz.name(),
         });
         request[if next { "startEvent" } else { "endEvent" }] = kind_json(&flow.anchor, "filterExpression");
         if let Some(h) = gap_hours {
@@ -494,7 +524,7 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("{request}: {e}")))?;
         let mut edges: BTreeMap<(usize, &str, &str), i64> = BTreeMap::new();
         let mut nodes: BTreeMap<(usize, &str), (i64, i64)> = BTreeMap::new();
-        for path in flow.paths(&events, &Range::new(START, END, tz)) {
+        for path in flow.paths(&events, &Range::new(era.start, era.end, tz)) {
             for step in 1..=depth.min(path.len()) {
                 let node = nodes.entry((step, path[step - 1])).or_default();
                 node.0 += 1;

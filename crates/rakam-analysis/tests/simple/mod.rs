@@ -331,6 +331,7 @@ pub fn time_label(reference: &str, local: NaiveDateTime) -> String {
         "HOUR_OF_DAY" => format!("{:02}:00", local.hour()),
         "DAY_OF_WEEK" => local.format("%A").to_string(),
         "MONTH_OF_YEAR" => local.format("%B").to_string(),
+        "HOUR" => local.format("%Y-%m-%d %H:00").to_string(),
         "DAY" => local.date().format("%Y-%m-%d").to_string(),
         "WEEK" => period_start(Unit::Week, local.date())
             .format("%Y-%m-%d")
