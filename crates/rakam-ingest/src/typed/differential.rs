@@ -475,3 +475,25 @@ fn odd_input_is_declined_without_harm() {
     assert_eq!(decline(b"{\"n\":1.5}"), Decline::Value);
     assert!(check("{\"n\":1}\n\r\n{\"s\":\"x\"}\r", &project, &limits));
 }
+
+#[test]
+fn a_large_body_reports_the_reason_of_the_part_that_declined() {
+    let project = project();
+    let limits = IngestLimits {
+        max_batch_events: 100_000,
+        ..limits()
+    };
+    let mut lines = vec!["{\"s\":\"abc\",\"n\":1}"; 12_000];
+    // The first line of a later part: the parts before it stop early.
+    lines[6_000] = "{\"s\":\"abc\",\"new_field\":1}";
+    let body = lines.join("\n");
+    let decline = decode_ndjson_typed(
+        body.as_bytes(),
+        Some("pageview"),
+        &project,
+        &limits,
+        SERVER_TIME,
+    )
+    .expect_err("declined");
+    assert_eq!(decline, Decline::Field);
+}

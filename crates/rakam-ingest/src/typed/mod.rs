@@ -18,7 +18,7 @@ mod scan;
 mod differential;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use rakam_model::normalize_collection_name;
@@ -109,7 +109,7 @@ pub fn decode_ndjson_typed(
         project,
         limits,
         server_time_ms,
-        declined: AtomicBool::new(false),
+        declined: OnceLock::new(),
     };
     let parts: Vec<Result<PartBatches, Decline>> = if lines.len() <= chunk_size {
         vec![decoder.decode(&lines)]
@@ -128,7 +128,9 @@ pub fn decode_ndjson_typed(
     };
     let mut by_collection: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
     for part in parts {
-        for (collection, batches) in part? {
+        // A part stopped because another declined reports that one's reason.
+        let part = part.map_err(|stopped| decoder.declined.get().copied().unwrap_or(stopped))?;
+        for (collection, batches) in part {
             by_collection.entry(collection).or_default().extend(batches);
         }
     }
@@ -171,15 +173,15 @@ struct LineDecoder<'r> {
     project: &'r ProjectSnapshot,
     limits: &'r IngestLimits,
     server_time_ms: i64,
-    /// Set by the first worker that declines, so the others stop.
-    declined: AtomicBool,
+    /// Why the first part to decline did, so the others stop.
+    declined: OnceLock<Decline>,
 }
 
 impl<'r> LineDecoder<'r> {
     fn decode(&self, lines: &[&'r [u8]]) -> Result<PartBatches, Decline> {
         let result = self.decode_lines(lines);
-        if result.is_err() {
-            self.declined.store(true, Ordering::Relaxed);
+        if let Err(decline) = result {
+            let _ = self.declined.set(decline);
         }
         result
     }
@@ -191,7 +193,7 @@ impl<'r> LineDecoder<'r> {
         let mut top: Fields<'r> = Vec::new();
         let mut properties: Fields<'r> = Vec::new();
         for (number, line) in lines.iter().enumerate() {
-            if number % 1024 == 0 && self.declined.load(Ordering::Relaxed) {
+            if number % 1024 == 0 && self.declined.get().is_some() {
                 return Err(Decline::Malformed);
             }
             if line.len() > self.limits.max_event_bytes {
