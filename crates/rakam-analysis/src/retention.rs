@@ -201,13 +201,16 @@ fn compile(
     let first_flags = FIRST_ACTION | FIRST_ACTION_BEFORE_RANGE;
     let sql = if dimension.is_some() {
         // First actions count for their own dimension value, returns for all
-        // of the user's values.
+        // of the user's values. Events are first reduced to distinct
+        // (person, period, value) rows with their flags OR-ed, so the join
+        // below works on those instead of on every event.
         format!(
             "WITH retention_events AS ({events}), \
-             user_dimensions AS (SELECT DISTINCT c, d FROM retention_events WHERE (f & {first_flags}) <> 0), \
+             person_periods AS (SELECT c, p, d, bit_or(f) AS f FROM retention_events WHERE c IS NOT NULL GROUP BY c, p, d), \
+             user_dimensions AS (SELECT DISTINCT c, d FROM person_periods WHERE (f & {first_flags}) <> 0), \
              tagged AS (SELECT e.c AS c, u.d AS d, e.p AS p, \
                  (CASE WHEN e.d IS NOT DISTINCT FROM u.d THEN e.f & {first_flags} ELSE 0 END) + (e.f & {RETURNING_ACTION}) AS f \
-                 FROM retention_events e JOIN user_dimensions u ON e.c = u.c), \
+                 FROM person_periods e JOIN user_dimensions u ON e.c = u.c), \
              retention_users AS (SELECT c, d, rakam_retention(p, f, {spec_literal}) AS r FROM tagged WHERE c IS NOT NULL AND f <> 0 GROUP BY c, d), \
              cells AS (SELECT d, unnest(r) AS v FROM retention_users) \
              SELECT d, (v & {mask}) - 1 AS lead, count(*) AS users FROM cells GROUP BY 1, 2",
