@@ -130,16 +130,20 @@ impl TimeReference {
         Self::ALL.into_iter().find(|r| r.name() == wanted)
     }
 
-    /// For the calendar periods that are a fixed number of local
-    /// milliseconds (hours, days, Monday-weeks): the SQL numbering an event's
-    /// period, cheap per row (integer division, no strings). The label is
-    /// made once per group by [`Self::bucket_label_sql`].
+    /// For the calendar periods (hours, days, Monday-weeks, months, years):
+    /// the SQL of an event's period that is cheap per row and groups as the
+    /// labels do (a number for the periods of a fixed length, the local
+    /// start for months and years; no strings). The label is made once per
+    /// group by [`Self::bucket_label_sql`].
     pub fn bucket_sql(self, scope: &TimeScope, column: &str) -> Option<String> {
-        let local_ms = scope.local_ms(column);
+        let local_ms = || scope.local_ms(column);
+        let start = |unit: &str| format!("date_trunc('{unit}', {})", scope.local_timestamp(column));
         match self {
-            Self::Hour => Some(floor_div_sql(&local_ms, HOUR_MS)),
-            Self::Day => Some(floor_div_sql(&local_ms, DAY_MS)),
-            Self::Week => Some(week_sql(&local_ms)),
+            Self::Hour => Some(floor_div_sql(&local_ms(), HOUR_MS)),
+            Self::Day => Some(floor_div_sql(&local_ms(), DAY_MS)),
+            Self::Week => Some(week_sql(&local_ms())),
+            Self::Month => Some(start("month")),
+            Self::Year => Some(start("year")),
             _ => None,
         }
     }
@@ -148,6 +152,8 @@ impl TimeReference {
     /// text [`Self::label_sql`] gives for any event of the period.
     pub fn bucket_label_sql(self, bucket: &str) -> String {
         let start_ms = match self {
+            // The bucket is the period's local start already.
+            Self::Month | Self::Year => return self.label_of_local(bucket),
             Self::Hour => format!("{bucket} * {HOUR_MS}"),
             Self::Week => format!("({bucket} * 7 - 3) * {DAY_MS}"),
             _ => format!("{bucket} * {DAY_MS}"),

@@ -364,6 +364,8 @@ fn axis() -> impl Strategy<Value = Axis> {
         Axis::Reference("HOUR"),
         Axis::Reference("DAY"),
         Axis::Reference("WEEK"),
+        Axis::Reference("MONTH"),
+        Axis::Reference("YEAR"),
         Axis::Reference("DAY_PART"),
         Axis::Reference("MONTH_OF_YEAR"),
     ])

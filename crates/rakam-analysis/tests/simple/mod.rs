@@ -333,6 +333,10 @@ pub fn time_label(reference: &str, local: NaiveDateTime) -> String {
         "MONTH_OF_YEAR" => local.format("%B").to_string(),
         "HOUR" => local.format("%Y-%m-%d %H:00").to_string(),
         "DAY" => local.date().format("%Y-%m-%d").to_string(),
+        "MONTH" => period_start(Unit::Month, local.date())
+            .format("%Y-%m-%d")
+            .to_string(),
+        "YEAR" => local.format("%Y-01-01").to_string(),
         "WEEK" => period_start(Unit::Week, local.date())
             .format("%Y-%m-%d")
             .to_string(),
