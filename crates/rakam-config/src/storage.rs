@@ -40,7 +40,8 @@ pub struct EmbeddedConfig {
     /// ...once a collection has this many of them.
     pub compaction_min_files: usize,
     /// Memory all collections' unflushed tails may hold together; above it
-    /// the largest tails are flushed at once, whatever their age.
+    /// the largest tails are flushed at once, whatever their age, and above
+    /// twice it appends wait for flushing (503 after 30 s).
     pub max_tail_bytes: usize,
     /// What start-up does with a damaged WAL or a missing segment:
     /// `refuse` (name the damage and stop) or `quarantine` (move damaged

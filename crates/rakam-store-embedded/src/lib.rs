@@ -19,6 +19,7 @@ mod payload;
 mod provider;
 mod store;
 mod table;
+mod tail_budget;
 mod wal;
 mod wal_check;
 mod wal_replay;

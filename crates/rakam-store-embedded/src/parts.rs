@@ -38,6 +38,7 @@ impl EventSink for EmbeddedStore {
                 limit,
             });
         }
+        self.wait_for_tail_room().await?;
         let mut touched = Vec::with_capacity(batches.len());
         for (collection, _) in &batches {
             touched.push(self.table(&project, collection)?);

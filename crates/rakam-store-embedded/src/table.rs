@@ -81,6 +81,11 @@ impl CollectionTable {
         })
     }
 
+    /// Memory the tail's batches hold (durable or not yet).
+    pub(crate) fn tail_bytes(&self) -> usize {
+        self.state.lock().tail_bytes
+    }
+
     pub(crate) fn flushed_sequence(&self) -> u64 {
         self.state.lock().manifest.flushed_sequence
     }
