@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Funnel (q3), retention (q4) and segmentation (q1, q5) of ../shared/bench
-through Rakam's HTTP analysis API, side by side with the peers.
+"""The six queries of ../shared/bench through Rakam's HTTP API, side by side
+with the peers: funnel (q3), retention (q4) and segmentation (q1, q5) through
+the analysis API, q2 and q6 as SQL through /query/execute.
 
 Starts the release binary on a data directory under --work, loads the
 generator's NDJSON through /event/bulk the first time (then restarts the server
@@ -24,7 +25,20 @@ import benchlib  # noqa: E402
 import rakam_server  # noqa: E402
 from rakam_server import start, stop  # noqa: E402
 
-QUERIES = "q1_count_by_collection_day,q3_funnel_signup_cart_purchase_7d,q4_weekly_retention_8w,q5_segment_mobile_pageviews_country_day"
+QUERIES = ",".join(["q1_count_by_collection_day", "q2_top_urls_30d_unique_users",
+                    "q3_funnel_signup_cart_purchase_7d", "q4_weekly_retention_8w",
+                    "q5_segment_mobile_pageviews_country_day", "q6_revenue_by_experiment_plan"])
+# On the embedded store q2 and q6 are SQL through /query/execute (DataFusion's
+# dialect); the others go through the analysis API.
+EMBEDDED_SQL = {
+    "q2_top_urls_30d_unique_users": """
+SELECT url, count(DISTINCT _user) AS users FROM pageview
+WHERE _time >= TIMESTAMP '2024-03-01T00:00:00Z' AND _time < TIMESTAMP '2024-03-31T00:00:00Z'
+GROUP BY url ORDER BY users DESC, url LIMIT 10""",
+    "q6_revenue_by_experiment_plan": """
+SELECT exp_checkout_v2 AS variant, plan, count(*) AS purchases, round(sum(amount), 2) AS revenue
+FROM purchase WHERE exp_checkout_v2 IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2""",
+}
 # With --postgres-url every query runs: q1, q2, q5 and q6 as SQL inside PostgreSQL
 # (/query/execute), q3 and q4 through the analysis API.
 PG_SQL = {
@@ -125,8 +139,9 @@ def main():
         headers = {"content-type": "application/json", "read_key": keys["read_key"]}
 
         def run_one(name):
-            if a.postgres_url and name in PG_SQL:
-                body = json.dumps({"query": PG_SQL[name]})
+            sql = PG_SQL.get(name) if a.postgres_url else EMBEDDED_SQL.get(name)
+            if sql:
+                body = json.dumps({"query": sql})
                 return json.loads(post(port, "/query/execute", body, headers))["result"]
             path, body, shape = catalog[name]
             return shape(json.loads(post(port, path, json.dumps(body), headers)))

@@ -1,21 +1,23 @@
 //! The shared machinery of Rakam's aggregate functions: every row a function
 //! sees is three integers `(t, a, b)`; a group (a user) keeps its rows until
-//! the end, then a [`Finisher`] turns them into one `List<Int64>` value.
+//! the end (all groups in one arena, `arena.rs`), then a [`Finisher`] turns
+//! them into one `List<Int64>` value.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int64Builder, ListArray, ListBuilder,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
-use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::common::{exec_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::arena::{GroupedRows, Laid};
+
 /// One event as an aggregate function sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Row {
     pub t: i64,
     pub a: i64,
@@ -24,7 +26,9 @@ pub struct Row {
 
 /// Computes one group's answer from its rows (in no particular order).
 pub trait Finisher: Debug + Send + Sync + 'static {
-    fn finish(&self, rows: &mut [Row]) -> Vec<i64>;
+    /// Appends the group's answer to `out` (shared by all groups, so an
+    /// answer costs no allocation of its own).
+    fn finish_into(&self, rows: &mut [Row], out: &mut Vec<i64>);
 }
 
 /// The output and state type of every Rakam aggregate: a list of BIGINT.
@@ -101,7 +105,7 @@ fn for_each_state_row(values: &[ArrayRef], mut visit: impl FnMut(usize, Row)) ->
         .take(3)
         .map(|array| array.as_list_opt::<i32>())
         .collect::<Option<_>>()
-        .ok_or_else(|| datafusion::error::DataFusionError::Internal("bad state".into()))?;
+        .ok_or_else(|| DataFusionError::Internal("bad state".into()))?;
     let [t, a, b] = lists.as_slice() else {
         return exec_err!("state must have three lists");
     };
@@ -129,40 +133,48 @@ fn for_each_state_row(values: &[ArrayRef], mut visit: impl FnMut(usize, Row)) ->
     Ok(())
 }
 
-fn state_arrays<'a>(groups: impl Iterator<Item = &'a Vec<Row>>) -> Vec<ArrayRef> {
-    let mut builders = [
-        ListBuilder::new(Int64Builder::new()),
-        ListBuilder::new(Int64Builder::new()),
-        ListBuilder::new(Int64Builder::new()),
-    ];
-    for rows in groups {
-        for row in rows {
-            builders[0].values().append_value(row.t);
-            builders[1].values().append_value(row.a);
-            builders[2].values().append_value(row.b);
-        }
-        for builder in &mut builders {
-            builder.append(true);
-        }
+/// One `List<Int64>` per part (`t`, `a`, `b`) over the laid-out groups.
+fn state_arrays(laid: &Laid) -> Result<Vec<ArrayRef>> {
+    if i32::try_from(laid.rows.len()).is_err() {
+        return exec_err!("too many rows in one aggregate state");
     }
-    builders
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+    let lengths = laid.offsets.windows(2).map(|w| w[1] - w[0]);
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
+    let parts: [fn(&Row) -> i64; 3] = [|r| r.t, |r| r.a, |r| r.b];
+    parts
+        .iter()
+        .map(|part| {
+            let values = Int64Array::from_iter_values(laid.rows.iter().map(part));
+            ListArray::try_new(item_field(), offsets.clone(), Arc::new(values), None)
+                .map(|list| Arc::new(list) as ArrayRef)
+                .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+        })
         .collect()
 }
 
-/// Per-group state for GROUP BY queries: one row vector per group.
+fn item_field() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Int64, true))
+}
+
+/// Per-group state for GROUP BY queries: every group's rows in one arena.
 #[derive(Debug)]
 pub struct RowsGroupsAccumulator<F: Finisher> {
-    groups: Vec<Vec<Row>>,
+    arena: GroupedRows,
     finisher: Arc<F>,
 }
 
 impl<F: Finisher> RowsGroupsAccumulator<F> {
     pub fn new(finisher: Arc<F>) -> Self {
         Self {
-            groups: Vec::new(),
+            arena: GroupedRows::default(),
             finisher,
+        }
+    }
+
+    fn emitted_groups(&self, emit_to: EmitTo) -> usize {
+        match emit_to {
+            EmitTo::All => self.arena.num_groups(),
+            EmitTo::First(n) => n,
         }
     }
 }
@@ -175,27 +187,41 @@ impl<F: Finisher> GroupsAccumulator for RowsGroupsAccumulator<F> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let groups = &mut self.groups;
+        self.arena.ensure_groups(total_num_groups)?;
+        let arena = &mut self.arena;
         for_each_row(values, opt_filter, |i, row| {
-            if let Some(group) = group_indices.get(i).and_then(|g| groups.get_mut(*g)) {
-                group.push(row);
+            if let Some(group) = group_indices.get(i) {
+                arena.push(*group, row);
             }
         })
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut emitted = emit_to.take_needed(&mut self.groups);
-        let mut builder = ListBuilder::new(Int64Builder::new());
-        for rows in &mut emitted {
-            builder.append_value(self.finisher.finish(rows).into_iter().map(Some));
+        let mut laid = self.arena.take_first(self.emitted_groups(emit_to));
+        let mut values: Vec<i64> = Vec::new();
+        let mut offsets: Vec<i32> = Vec::with_capacity(laid.groups() + 1);
+        offsets.push(0);
+        for group in 0..laid.groups() {
+            self.finisher
+                .finish_into(laid.group_mut(group), &mut values);
+            match i32::try_from(values.len()) {
+                Ok(end) => offsets.push(end),
+                Err(_) => return exec_err!("too many values in one aggregate result"),
+            }
         }
-        Ok(Arc::new(builder.finish()))
+        let list = ListArray::try_new(
+            item_field(),
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(Int64Array::from(values)),
+            None,
+        )
+        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+        Ok(Arc::new(list))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let emitted = emit_to.take_needed(&mut self.groups);
-        Ok(state_arrays(emitted.iter()))
+        let laid = self.arena.take_first(self.emitted_groups(emit_to));
+        state_arrays(&laid)
     }
 
     fn merge_batch(
@@ -204,11 +230,11 @@ impl<F: Finisher> GroupsAccumulator for RowsGroupsAccumulator<F> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let groups = &mut self.groups;
+        self.arena.ensure_groups(total_num_groups)?;
+        let arena = &mut self.arena;
         for_each_state_row(values, |i, row| {
-            if let Some(group) = group_indices.get(i).and_then(|g| groups.get_mut(*g)) {
-                group.push(row);
+            if let Some(group) = group_indices.get(i) {
+                arena.push(*group, row);
             }
         })
     }
@@ -221,22 +247,24 @@ impl<F: Finisher> GroupsAccumulator for RowsGroupsAccumulator<F> {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let len = values.first().map_or(0, |v| v.len());
-        let mut rows: Vec<Vec<Row>> = vec![Vec::new(); len];
+        let mut laid = Laid {
+            rows: Vec::with_capacity(len),
+            offsets: vec![0; len + 1],
+        };
         for_each_row(values, opt_filter, |i, row| {
-            if let Some(slot) = rows.get_mut(i) {
-                slot.push(row);
+            laid.rows.push(row);
+            if let Some(next) = laid.offsets.get_mut(i + 1) {
+                *next = 1;
             }
         })?;
-        Ok(state_arrays(rows.iter()))
+        for i in 1..laid.offsets.len() {
+            laid.offsets[i] += laid.offsets[i - 1];
+        }
+        state_arrays(&laid)
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<Vec<Row>>()
-            + self
-                .groups
-                .iter()
-                .map(|g| g.capacity() * std::mem::size_of::<Row>())
-                .sum::<usize>()
+        self.arena.size()
     }
 }
 
@@ -263,16 +291,17 @@ impl<F: Finisher> Accumulator for RowsAccumulator<F> {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let values = self.finisher.finish(&mut self.rows);
+        let mut values = Vec::new();
+        self.finisher.finish_into(&mut self.rows, &mut values);
         let array = Int64Array::from(values);
         Ok(ScalarValue::List(Arc::new(
             ListArray::try_new(
-                Arc::new(Field::new_list_field(DataType::Int64, true)),
-                datafusion::arrow::buffer::OffsetBuffer::from_lengths([array.len()]),
+                item_field(),
+                OffsetBuffer::from_lengths([array.len()]),
                 Arc::new(array),
                 None,
             )
-            .map_err(|e| datafusion::error::DataFusionError::ArrowError(Box::new(e), None))?,
+            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?,
         )))
     }
 
@@ -281,7 +310,13 @@ impl<F: Finisher> Accumulator for RowsAccumulator<F> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let arrays = state_arrays(std::iter::once(&self.rows));
+        let rows = std::mem::take(&mut self.rows);
+        let laid = Laid {
+            offsets: vec![0, rows.len()],
+            rows,
+        };
+        let arrays = state_arrays(&laid)?;
+        self.rows = laid.rows;
         arrays
             .iter()
             .map(|array| ScalarValue::try_from_array(array, 0))

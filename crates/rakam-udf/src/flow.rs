@@ -112,8 +112,8 @@ impl FlowSpec {
 }
 
 impl Finisher for FlowSpec {
-    fn finish(&self, rows: &mut [Row]) -> Vec<i64> {
-        self.evaluate(rows)
+    fn finish_into(&self, rows: &mut [Row], out: &mut Vec<i64>) {
+        out.extend(self.evaluate(rows))
     }
 }
 

@@ -156,11 +156,22 @@ impl FunnelSpec {
 
     /// The times of the counted attempt's steps; `rows` are sorted in place.
     pub fn evaluate(&self, rows: &mut [Row]) -> Vec<i64> {
-        rows.sort_unstable();
+        let mut out = Vec::new();
+        self.evaluate_into(rows, &mut out);
+        out
+    }
+
+    /// [`Self::evaluate`], appending to `out`; one chain buffer serves every
+    /// attempt of the group.
+    pub fn evaluate_into(&self, rows: &mut [Row], out: &mut Vec<i64>) {
+        if !rows.is_sorted() {
+            rows.sort_unstable();
+        }
         let all = self.all_steps();
-        let mut best: Vec<i64> = Vec::new();
+        let base = out.len();
+        let mut chain: Vec<i64> = Vec::new();
         for (index, start) in rows.iter().enumerate() {
-            if best.len() == self.steps {
+            if out.len() - base == self.steps {
                 break;
             }
             let can_start = match self.mode {
@@ -171,21 +182,22 @@ impl FunnelSpec {
                 continue;
             }
             let deadline = start.t.saturating_add(self.window_ms);
-            let chain = match self.mode {
-                FunnelMode::Any => self.any_order_chain(rows, start.t, deadline),
-                _ => self.ordered_chain(rows, index, deadline),
-            };
-            if chain.len() > best.len() && !self.disqualified(rows, &chain, deadline) {
-                best = chain;
+            chain.clear();
+            match self.mode {
+                FunnelMode::Any => self.any_order_chain(rows, start.t, deadline, &mut chain),
+                _ => self.ordered_chain(rows, index, deadline, &mut chain),
+            }
+            if chain.len() > out.len() - base && !self.disqualified(rows, &chain, deadline) {
+                out.truncate(base);
+                out.extend_from_slice(&chain);
             }
         }
-        best
     }
 
-    fn ordered_chain(&self, rows: &[Row], start: usize, deadline: i64) -> Vec<i64> {
+    fn ordered_chain(&self, rows: &[Row], start: usize, deadline: i64, chain: &mut Vec<i64>) {
         let all = self.all_steps();
         let start_t = rows[start].t;
-        let mut chain = vec![start_t];
+        chain.push(start_t);
         let mut j = start + 1;
         while j < rows.len() && rows[j].t == start_t {
             j += 1;
@@ -202,14 +214,12 @@ impl FunnelSpec {
             }
             j = group_end;
         }
-        chain
     }
 
-    fn any_order_chain(&self, rows: &[Row], start_t: i64, deadline: i64) -> Vec<i64> {
+    fn any_order_chain(&self, rows: &[Row], start_t: i64, deadline: i64, chain: &mut Vec<i64>) {
         let all = self.all_steps();
         let first = rows.partition_point(|r| r.t < start_t);
         let mut covered = 0i64;
-        let mut chain = Vec::new();
         for row in rows[first..].iter().take_while(|r| r.t <= deadline) {
             let new = row.a & all & !covered;
             for _ in 0..new.count_ones() {
@@ -220,7 +230,6 @@ impl FunnelSpec {
                 break;
             }
         }
-        chain
     }
 
     fn disqualified(&self, rows: &[Row], chain: &[i64], deadline: i64) -> bool {
@@ -243,8 +252,8 @@ impl FunnelSpec {
 }
 
 impl Finisher for FunnelSpec {
-    fn finish(&self, rows: &mut [Row]) -> Vec<i64> {
-        self.evaluate(rows)
+    fn finish_into(&self, rows: &mut [Row], out: &mut Vec<i64>) {
+        self.evaluate_into(rows, out)
     }
 }
 

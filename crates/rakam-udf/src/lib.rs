@@ -13,6 +13,7 @@
 //! All are registered in every query session, so they can be called from
 //! SQL as well as by the analysis endpoints.
 
+mod arena;
 mod event_rows;
 pub mod flow;
 pub mod funnel;

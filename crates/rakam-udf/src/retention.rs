@@ -71,49 +71,50 @@ impl RetentionSpec {
     }
 
     pub fn evaluate(&self, rows: &mut [Row]) -> Vec<i64> {
-        rows.sort_unstable();
-        let mut cohorts: Vec<i64> = match self.kind {
-            CohortKind::FirstTime => {
-                if rows.iter().any(|r| r.a & FIRST_ACTION_BEFORE_RANGE != 0) {
-                    Vec::new()
-                } else {
-                    rows.iter()
-                        .find(|r| r.a & FIRST_ACTION != 0)
-                        .map(|r| vec![r.t])
-                        .unwrap_or_default()
+        let mut out = Vec::new();
+        self.evaluate_into(rows, &mut out);
+        out
+    }
+
+    /// [`Self::evaluate`], appending to `out` without allocating.
+    pub fn evaluate_into(&self, rows: &mut [Row], out: &mut Vec<i64>) {
+        if !rows.is_sorted() {
+            rows.sort_unstable();
+        }
+        if self.kind == CohortKind::FirstTime
+            && rows.iter().any(|r| r.a & FIRST_ACTION_BEFORE_RANGE != 0)
+        {
+            return;
+        }
+        let mut previous_cohort = None;
+        for row in rows.iter() {
+            if row.a & FIRST_ACTION == 0 || previous_cohort == Some(row.t) {
+                continue;
+            }
+            let cohort = row.t;
+            previous_cohort = Some(cohort);
+            out.push(Self::pack(cohort, -1));
+            let first = rows.partition_point(|r| r.t <= cohort);
+            let mut previous_return = None;
+            for r in rows[first..]
+                .iter()
+                .take_while(|r| r.t <= cohort.saturating_add(self.periods))
+            {
+                if r.a & RETURNING_ACTION != 0 && previous_return != Some(r.t) {
+                    out.push(Self::pack(cohort, r.t - cohort - 1));
+                    previous_return = Some(r.t);
                 }
             }
-            CohortKind::Recurring => rows
-                .iter()
-                .filter(|r| r.a & FIRST_ACTION != 0)
-                .map(|r| r.t)
-                .collect(),
-        };
-        cohorts.dedup();
-        let mut returns: Vec<i64> = rows
-            .iter()
-            .filter(|r| r.a & RETURNING_ACTION != 0)
-            .map(|r| r.t)
-            .collect();
-        returns.dedup();
-        let mut out = Vec::new();
-        for cohort in cohorts {
-            out.push(Self::pack(cohort, -1));
-            let first = returns.partition_point(|p| *p <= cohort);
-            for period in returns[first..]
-                .iter()
-                .take_while(|p| **p <= cohort.saturating_add(self.periods))
-            {
-                out.push(Self::pack(cohort, period - cohort - 1));
+            if self.kind == CohortKind::FirstTime {
+                return;
             }
         }
-        out
     }
 }
 
 impl Finisher for RetentionSpec {
-    fn finish(&self, rows: &mut [Row]) -> Vec<i64> {
-        self.evaluate(rows)
+    fn finish_into(&self, rows: &mut [Row], out: &mut Vec<i64>) {
+        self.evaluate_into(rows, out)
     }
 }
 

@@ -246,10 +246,17 @@ fn table(rows: &[(i64, i64, i64)]) -> RecordBatch {
     .expect("batch")
 }
 
-async fn sql_funnels(rows: &[(i64, i64, i64)], spec: &str) -> BTreeMap<i64, Vec<i64>> {
-    let config = SessionConfig::new()
+/// A session over `rows` in four partitions: partial states per partition
+/// merged, or (with `skip_partial`) every row turned into its own state.
+fn session(rows: &[(i64, i64, i64)], skip_partial: bool) -> SessionContext {
+    let mut config = SessionConfig::new()
         .with_target_partitions(4)
         .with_batch_size(8);
+    if skip_partial {
+        let execution = &mut config.options_mut().execution;
+        execution.skip_partial_aggregation_probe_rows_threshold = 1;
+        execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
+    }
     let ctx = SessionContext::new_with_config(config);
     rakam_udf::register_all(&ctx);
     let batch = table(rows);
@@ -263,6 +270,15 @@ async fn sql_funnels(rows: &[(i64, i64, i64)], spec: &str) -> BTreeMap<i64, Vec<
     let mem = MemTable::try_new(batch.schema(), parts).expect("table");
     ctx.register_table("events", Arc::new(mem))
         .expect("register");
+    ctx
+}
+
+async fn sql_funnels(
+    rows: &[(i64, i64, i64)],
+    spec: &str,
+    skip_partial: bool,
+) -> BTreeMap<i64, Vec<i64>> {
+    let ctx = session(rows, skip_partial);
     let sql = format!("SELECT u, rakam_funnel(t, m, x, '{spec}') FROM events GROUP BY u");
     let batches = ctx
         .sql(&sql)
@@ -293,11 +309,12 @@ proptest! {
     fn sql_aggregation_equals_direct_evaluation(
         rows in prop::collection::vec((0i64..6, 0i64..40, 0i64..8), 0..120),
         mode in prop::sample::select(vec!["ordered", "strict", "any"]),
+        skip_partial in any::<bool>(),
     ) {
         let spec_text = format!("steps=3;window=15;mode={mode}");
         let spec = FunnelSpec::parse(&spec_text).expect("spec");
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let actual = runtime.block_on(sql_funnels(&rows, &spec_text));
+        let actual = runtime.block_on(sql_funnels(&rows, &spec_text, skip_partial));
         let mut expected = BTreeMap::new();
         for user in rows.iter().map(|r| r.0).collect::<std::collections::BTreeSet<_>>() {
             let mut mine: Vec<Row> = rows.iter().filter(|r| r.0 == user).map(|r| row(r.1, r.2)).collect();
@@ -305,6 +322,34 @@ proptest! {
         }
         prop_assert_eq!(actual, expected);
     }
+}
+
+/// The proptest above covers `convert_to_state` only if DataFusion really
+/// skips partial aggregation when told to.
+#[tokio::test]
+async fn skipping_partial_aggregation_really_converts_rows_to_states() {
+    let rows: Vec<(i64, i64, i64)> = (0..64).map(|i| (i, i, 1)).collect();
+    let ctx = session(&rows, true);
+    let sql = "EXPLAIN ANALYZE SELECT u, rakam_funnel(t, m, x, 'steps=1;window=1') FROM events GROUP BY u";
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    let skipped = text
+        .split("skipped_aggregation_rows=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum::<u64>();
+    assert!(skipped > 0, "no rows skipped partial aggregation:\n{text}");
 }
 
 #[tokio::test]
