@@ -25,6 +25,9 @@ use crate::yielding::YieldInJoins;
 use crate::QueryError;
 
 const CATALOG_NAME: &str = "rakam";
+/// The partial phase of an aggregation goes on only while it has fewer
+/// groups than this share of its input rows (DataFusion's default: 0.8).
+const PARTIAL_AGGREGATION_MIN_REDUCTION: f64 = 0.1;
 
 /// Parsing and checking a statement of up to a megabyte takes a few hundred
 /// milliseconds: it runs on the blocking pool, not on an async worker.
@@ -165,6 +168,13 @@ impl QueryEngine {
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
         // Spans let planning errors report the line and column they refer to.
         config.options_mut().sql_parser.collect_spans = true;
+        // Per-person aggregations (funnels, retention, distinct users)
+        // reduce rows only a few times in the partial phase; hashing every
+        // key twice costs more than sending the rows on to the final phase.
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_ratio_threshold = PARTIAL_AGGREGATION_MIN_REDUCTION;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(environment)

@@ -98,7 +98,9 @@ fn for_each_row(
     Ok(())
 }
 
-/// Visits the rows packed in state lists (`t`, `a`, `b` lists per group).
+/// Visits the rows packed in state lists (`t`, `a`, `b` lists per group),
+/// reading the lists' offsets and values directly: slicing a list per
+/// group would cost three allocations per person.
 fn for_each_state_row(values: &[ArrayRef], mut visit: impl FnMut(usize, Row)) -> Result<()> {
     let lists: Vec<&ListArray> = values
         .iter()
@@ -109,23 +111,32 @@ fn for_each_state_row(values: &[ArrayRef], mut visit: impl FnMut(usize, Row)) ->
     let [t, a, b] = lists.as_slice() else {
         return exec_err!("state must have three lists");
     };
+    let parts = [t, a, b].map(|list| {
+        let values = list.values().as_primitive_opt::<Int64Type>();
+        (list.value_offsets(), values.map(|v| v.values().as_ref()))
+    });
+    let slice = |part: usize, i: usize| -> Option<&[i64]> {
+        let (offsets, values) = parts.get(part)?;
+        let (start, end) = (*offsets.get(i)? as usize, *offsets.get(i + 1)? as usize);
+        values.as_ref()?.get(start..end)
+    };
     for i in 0..t.len() {
         if t.is_null(i) {
             continue;
         }
-        let (ts, as_, bs) = (t.value(i), a.value(i), b.value(i));
-        let (ts, as_, bs) = (
-            ts.as_primitive::<Int64Type>(),
-            as_.as_primitive::<Int64Type>(),
-            bs.as_primitive::<Int64Type>(),
-        );
-        for j in 0..ts.len() {
+        let (Some(ts), Some(as_), Some(bs)) = (slice(0, i), slice(1, i), slice(2, i)) else {
+            return exec_err!("bad state lists");
+        };
+        if ts.len() != as_.len() || ts.len() != bs.len() {
+            return exec_err!("state lists of different lengths");
+        }
+        for ((t, a), b) in ts.iter().zip(as_).zip(bs) {
             visit(
                 i,
                 Row {
-                    t: ts.value(j),
-                    a: as_.value(j),
-                    b: bs.value(j),
+                    t: *t,
+                    a: *a,
+                    b: *b,
                 },
             );
         }
