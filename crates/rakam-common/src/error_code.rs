@@ -30,6 +30,14 @@ pub enum ErrorCode {
     BodyReadTimeout = 1011,
     /// No endpoint has this path.
     UnknownEndpoint = 1012,
+    /// The client does not accept the only media type this endpoint sends
+    /// (the live stream: `text/event-stream`).
+    NotAcceptable = 1013,
+    /// The project has as many live-stream subscribers as it may have.
+    TooManySubscribers = 1014,
+    /// A live-stream subscriber fell so far behind that events passed it
+    /// by; it is disconnected and may subscribe again.
+    SubscriberLagged = 1015,
     /// A key is missing.
     MissingKey = 2001,
     /// A key is unknown or of the wrong kind.
@@ -91,7 +99,12 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::StorageFailure | Self::Unavailable | Self::QueryTimeout | Self::BodyReadTimeout
+            Self::StorageFailure
+                | Self::Unavailable
+                | Self::QueryTimeout
+                | Self::BodyReadTimeout
+                | Self::TooManySubscribers
+                | Self::SubscriberLagged
         )
     }
 }

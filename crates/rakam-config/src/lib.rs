@@ -6,12 +6,14 @@
 //! typo never silently falls back to a default.
 
 mod storage;
+mod stream;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use storage::{EmbeddedConfig, PostgresConfig, StorageConfig, BACKENDS};
+pub use stream::StreamConfig;
 
 pub const ENV_PREFIX: &str = "RAKAM_";
 
@@ -34,6 +36,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub query: QueryConfig,
+    pub stream: StreamConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +228,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate().map_err(ConfigError::Invalid)?;
+        self.stream.validate().map_err(ConfigError::Invalid)?;
         for proxy in &self.server.trusted_proxies {
             if parse_network(proxy).is_none() {
                 return Err(ConfigError::Invalid(format!(

@@ -38,6 +38,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::ProjectExists => StatusCode::BAD_REQUEST,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        ErrorCode::TooManySubscribers => StatusCode::TOO_MANY_REQUESTS,
+        // Only ever sent inside a stream that has already answered 200.
+        ErrorCode::SubscriberLagged => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::PartialBatchFailure => StatusCode::CONFLICT,
         ErrorCode::MissingKey
         | ErrorCode::InvalidKey

@@ -16,6 +16,7 @@ mod project_routes;
 mod query_routes;
 mod request;
 mod server;
+mod stream_routes;
 
 use std::sync::Arc;
 
@@ -164,6 +165,7 @@ pub fn router(state: AppState) -> Router {
             get(analysis_routes::extra_dimensions),
         )
         .route("/flow/analyze", analysis_routes::route(AnalysisKind::Flow))
+        .route("/stream/subscribe", get(stream_routes::subscribe))
         .route("/metrics", get(metrics::render))
         .route("/health", get(health))
         .fallback(|uri: axum::http::Uri| async move {

@@ -20,6 +20,14 @@ use crate::IngestError;
 pub trait AppendObserver: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
 
+    /// Whether the observer is replayed what it missed and holds the log
+    /// until its checkpoint. An observer of the live moment only (the live
+    /// stream) says no: it is never replayed and never holds the log, and
+    /// its `checkpoint` is not asked.
+    fn replays(&self) -> bool {
+        true
+    }
+
     /// Every position at or below this one is handled durably; replay
     /// starts after it. `None` before the first.
     async fn checkpoint(&self) -> Result<Option<LogPosition>, IngestError>;
@@ -50,12 +58,12 @@ impl Observers {
     /// Replays to each observer what it missed, and keeps the sink's log
     /// from dropping what an observer has not handled yet.
     pub async fn start(&self, sink: &dyn EventSink) -> Result<usize, IngestError> {
-        if self.observers.is_empty() {
+        if !self.observers.iter().any(|o| o.replays()) {
             return Ok(0);
         }
         self.retain(sink).await?;
         let mut replayed = 0;
-        for observer in &self.observers {
+        for observer in self.observers.iter().filter(|o| o.replays()) {
             let after = observer.checkpoint().await?.unwrap_or(LogPosition(0));
             let Some(appends) = sink.replay(after).await? else {
                 tracing::warn!(
@@ -98,8 +106,11 @@ impl Observers {
     }
 
     async fn retain(&self, sink: &dyn EventSink) -> Result<(), IngestError> {
+        if !self.observers.iter().any(|o| o.replays()) {
+            return Ok(());
+        }
         let mut lowest = LogPosition(u64::MAX);
-        for observer in &self.observers {
+        for observer in self.observers.iter().filter(|o| o.replays()) {
             lowest = lowest.min(observer.checkpoint().await?.unwrap_or(LogPosition(0)));
         }
         sink.retain_log_after(lowest);

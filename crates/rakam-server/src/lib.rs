@@ -12,6 +12,7 @@
 mod admission;
 mod collect;
 mod error;
+mod live;
 mod projects;
 mod storage;
 
@@ -27,6 +28,7 @@ use serde_json::Value;
 pub use admission::{Admission, Ticket};
 pub use collect::CollectRequest;
 pub use error::ServiceError;
+pub use live::{LiveStream, StreamCollection, StreamFrame, StreamRequest, Subscription};
 pub use projects::{constant_time_eq, CollectionDescription};
 pub use storage::{embedded_options, open_backend, postgres_options};
 
@@ -40,6 +42,7 @@ pub struct Rakam {
     query: QueryEngine,
     analyzer: Analyzer,
     admission: Admission,
+    live: Arc<LiveStream>,
 }
 
 pub fn ingest_limits(config: &Config) -> IngestLimits {
@@ -70,11 +73,13 @@ impl Rakam {
             IngestLimits,
         ) -> Pipeline,
     ) -> Result<Self> {
+        let live = Arc::new(LiveStream::new(config.stream.clone()));
         let pipeline = pipeline(
             backend.catalog.clone(),
             backend.sink.clone(),
             ingest_limits(&config),
-        );
+        )
+        .with_observer(live.clone());
         let replayed = pipeline.start().await?;
         if replayed > 0 {
             tracing::info!(replayed, "append observers caught up");
@@ -87,7 +92,23 @@ impl Rakam {
             backend,
             pipeline,
             query,
+            live,
         })
+    }
+
+    /// A live-stream subscription of the project (`/stream/subscribe`).
+    pub async fn subscribe(
+        &self,
+        project: &ProjectInfo,
+        request: StreamRequest,
+    ) -> Result<Subscription> {
+        let snapshot = self.snapshot(project).await?;
+        self.live.subscribe(&snapshot, request)
+    }
+
+    /// Ends every live-stream subscription and refuses new ones (shutdown).
+    pub fn close_streams(&self) {
+        self.live.close();
     }
 
     pub fn config(&self) -> &Config {

@@ -34,6 +34,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         // Running queries end at once instead of holding shutdown up.
         stopping.stop_queries();
+        // Live streams never end by themselves.
+        stopping.close_streams();
     };
     rakam_http::serve(listener, rakam_http::router(state), server_limits, signal).await;
     tracing::info!("shutting down: flushing the store");

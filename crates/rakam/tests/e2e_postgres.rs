@@ -33,3 +33,5 @@ mod overload;
 mod postgres;
 #[path = "e2e/query.rs"]
 mod query;
+#[path = "e2e/stream.rs"]
+mod stream;

@@ -21,4 +21,5 @@ mod isolation;
 mod names;
 mod overload;
 mod query;
+mod stream;
 mod wal_damage;
