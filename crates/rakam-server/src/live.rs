@@ -139,12 +139,13 @@ impl LiveStream {
         let receiver = self.receiver(&project.id)?;
         metrics::gauge!("rakam_stream_subscribers").increment(1.0);
         Ok(Subscription {
-            project_name: project.name.clone(),
             receiver,
-            all_collections: request.collections.is_empty(),
-            collections,
-            columns: request.columns,
-            done: false,
+            matcher: Some(Matcher {
+                project_name: project.name.clone(),
+                all_collections: request.collections.is_empty(),
+                collections,
+                columns: request.columns,
+            }),
         })
     }
 }
@@ -189,12 +190,18 @@ impl AppendObserver for LiveStream {
 /// One subscriber's view of its project's appends.
 #[derive(Debug)]
 pub struct Subscription {
-    project_name: String,
     receiver: broadcast::Receiver<Arc<Append>>,
+    /// `None` once the stream has ended.
+    matcher: Option<Matcher>,
+}
+
+/// What a subscriber asked for: its collections, filters and columns.
+#[derive(Debug)]
+struct Matcher {
+    project_name: String,
     all_collections: bool,
     collections: HashMap<String, Option<BatchFilter>>,
     columns: Option<Vec<String>>,
-    done: bool,
 }
 
 impl Drop for Subscription {
@@ -206,18 +213,11 @@ impl Drop for Subscription {
 impl Subscription {
     /// The next frame with events in it; `None` when the stream ends.
     pub async fn next(&mut self) -> Option<StreamFrame> {
-        while !self.done {
-            match self.receiver.recv().await {
-                Ok(append) => match self.events(&append) {
-                    Ok(events) if events.is_empty() => continue,
-                    Ok(events) => return Some(StreamFrame::Events(Value::Array(events))),
-                    Err(failed) => {
-                        self.done = true;
-                        return Some(failed);
-                    }
-                },
+        loop {
+            let mut matcher = self.matcher.take()?;
+            let append = match self.receiver.recv().await {
+                Ok(append) => append,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    self.done = true;
                     metrics::counter!("rakam_stream_lagged_total").increment(1);
                     return Some(StreamFrame::Failed {
                         code: ErrorCode::SubscriberLagged,
@@ -227,12 +227,35 @@ impl Subscription {
                         ),
                     });
                 }
-                Err(broadcast::error::RecvError::Closed) => self.done = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            // Filtering and encoding a large append take milliseconds: not
+            // on the workers that serve HTTP.
+            let matched = tokio::task::spawn_blocking(move || {
+                let events = matcher.events(&append);
+                (matcher, events)
+            })
+            .await;
+            match matched {
+                Ok((matcher, Ok(events))) => {
+                    self.matcher = Some(matcher);
+                    if !events.is_empty() {
+                        return Some(StreamFrame::Events(Value::Array(events)));
+                    }
+                }
+                Ok((_, Err(failed))) => return Some(failed),
+                Err(error) => {
+                    return Some(StreamFrame::Failed {
+                        code: ErrorCode::Internal,
+                        message: format!("the subscriber's task failed: {error}"),
+                    })
+                }
             }
         }
-        None
     }
+}
 
+impl Matcher {
     fn events(&mut self, append: &Append) -> Result<Vec<Value>, StreamFrame> {
         let mut events = Vec::new();
         for (collection, batch) in &append.batches {
