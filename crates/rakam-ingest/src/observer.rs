@@ -51,6 +51,12 @@ impl Observers {
         self.observers.is_empty()
     }
 
+    /// Whether an observer is replayed what it misses, so its delivery must
+    /// finish together with the append even when the client goes away.
+    pub fn any_replays(&self) -> bool {
+        self.observers.iter().any(|o| o.replays())
+    }
+
     pub fn add(&mut self, observer: Arc<dyn AppendObserver>) {
         self.observers.push(observer);
     }
@@ -58,7 +64,7 @@ impl Observers {
     /// Replays to each observer what it missed, and keeps the sink's log
     /// from dropping what an observer has not handled yet.
     pub async fn start(&self, sink: &dyn EventSink) -> Result<usize, IngestError> {
-        if !self.observers.iter().any(|o| o.replays()) {
+        if !self.any_replays() {
             return Ok(0);
         }
         self.retain(sink).await?;
@@ -106,7 +112,7 @@ impl Observers {
     }
 
     async fn retain(&self, sink: &dyn EventSink) -> Result<(), IngestError> {
-        if !self.observers.iter().any(|o| o.replays()) {
+        if !self.any_replays() {
             return Ok(());
         }
         let mut lowest = LogPosition(u64::MAX);

@@ -140,6 +140,15 @@ impl Pipeline {
             self.sink.append(append).await?;
             return Ok(());
         }
+        if !self.observers.any_replays() {
+            // Live-only observers (the live stream) may miss an append whose
+            // client went away: no task of its own per request.
+            let position = self.sink.append(append.clone()).await?;
+            self.observers
+                .appended(self.sink.as_ref(), position, &append)
+                .await;
+            return Ok(());
+        }
         // The append and the observers' delivery finish together even when
         // the client goes away mid-request.
         let (sink, observers) = (self.sink.clone(), self.observers.clone());
