@@ -62,6 +62,10 @@ pub enum ErrorCode {
     CollectionNotFound = 3006,
     /// A new collection would exceed the project's collection limit.
     TooManyCollections = 3007,
+    /// The materialized view does not exist.
+    ViewNotFound = 3008,
+    /// A materialized view of that name exists.
+    ViewExists = 3009,
     /// SQL that does not parse or plan.
     SqlError = 4001,
     /// SQL that would change data, or read outside the project.
@@ -79,6 +83,11 @@ pub enum ErrorCode {
     /// The query needs more memory than one query, or all running queries
     /// together, may hold.
     QueryMemoryExceeded = 4007,
+    /// A materialized view that cannot be built as asked (its query reads
+    /// another view, has a LIMIT, or cannot be refreshed incrementally).
+    InvalidView = 4008,
+    /// Another refresh of the view committed first; this one was dropped.
+    ViewChanged = 4009,
     /// The backend cannot do this.
     NotSupported = 5001,
     /// Storage failed (disk, fsync, file format).
@@ -105,6 +114,7 @@ impl ErrorCode {
                 | Self::BodyReadTimeout
                 | Self::TooManySubscribers
                 | Self::SubscriberLagged
+                | Self::ViewChanged
         )
     }
 }

@@ -35,7 +35,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidAnalysis
         | ErrorCode::SqlTooComplex
         | ErrorCode::QueryMemoryExceeded
+        | ErrorCode::InvalidView
+        | ErrorCode::ViewExists
         | ErrorCode::ProjectExists => StatusCode::BAD_REQUEST,
+        ErrorCode::ViewChanged => StatusCode::CONFLICT,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
@@ -47,9 +50,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidKey
         | ErrorCode::Forbidden
         | ErrorCode::SqlForbidden => StatusCode::FORBIDDEN,
-        ErrorCode::ProjectNotFound | ErrorCode::CollectionNotFound | ErrorCode::UnknownEndpoint => {
-            StatusCode::NOT_FOUND
-        }
+        ErrorCode::ProjectNotFound
+        | ErrorCode::CollectionNotFound
+        | ErrorCode::ViewNotFound
+        | ErrorCode::UnknownEndpoint => StatusCode::NOT_FOUND,
         ErrorCode::QueryTimeout | ErrorCode::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -17,6 +17,7 @@ mod query_routes;
 mod request;
 mod server;
 mod stream_routes;
+mod view_routes;
 
 use std::sync::Arc;
 
@@ -166,6 +167,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/flow/analyze", analysis_routes::route(AnalysisKind::Flow))
         .route("/stream/subscribe", get(stream_routes::subscribe))
+        .route("/materialized-view/create", post(view_routes::create))
+        .route("/materialized-view/list", any(view_routes::list))
+        .route("/materialized-view/get", post(view_routes::get))
+        .route("/materialized-view/schema", post(view_routes::schema))
+        .route("/materialized-view/delete", post(view_routes::delete))
+        .route("/materialized-view/change", post(view_routes::change))
+        .route("/materialized-view/refresh", post(view_routes::refresh))
         .route("/metrics", get(metrics::render))
         .route("/health", get(health))
         .fallback(|uri: axum::http::Uri| async move {

@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -7,6 +8,7 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -16,8 +18,12 @@ use rakam_store_api::{Backend, NativeSql, ProjectSnapshot, TableSource};
 use crate::bounded_strings::bounded_string_functions;
 use crate::execution::RunningQuery;
 use crate::guard::{check_statement, GuardedStatement};
+use crate::materialized::{
+    received_after_postgres, MaterializedSchema, MaterializedTables, ReceivedWindow,
+    MATERIALIZED_SCHEMA,
+};
 use crate::memory::{QueryMemory, QueryPool, ServerMemory};
-use crate::native::prepare_native;
+use crate::native::{materialized_names, prepare_native_scoped, NativeScope};
 use crate::project_schema::ProjectSchema;
 use crate::redact::Redactor;
 use crate::runtime::{ProjectSlots, QueryRuntime};
@@ -109,6 +115,11 @@ pub struct QueryEngine {
     memory: ServerMemory,
     runtime: Arc<QueryRuntime>,
     slots: Arc<ProjectSlots>,
+    /// Materialized views, once the views service is running.
+    materialized: Arc<OnceLock<Arc<dyn MaterializedTables>>>,
+    /// A view's own query: no views, no row limit, and every collection
+    /// limited to this window.
+    view_query: Option<ReceivedWindow>,
 }
 
 fn bytes(value: u64) -> usize {
@@ -136,7 +147,61 @@ impl QueryEngine {
             runtime: Arc::new(runtime),
             environment,
             limits,
+            materialized: Arc::new(OnceLock::new()),
+            view_query: None,
         })
+    }
+
+    /// Lets queries read `materialized.<name>`.
+    pub fn set_materialized(&self, views: Arc<dyn MaterializedTables>) {
+        let _ = self.materialized.set(views);
+    }
+
+    /// This engine for a materialized view's own query: it reads the events
+    /// received in `window` only, cannot read views, and has no row limit.
+    pub fn for_view_query(&self, window: ReceivedWindow) -> Self {
+        Self {
+            view_query: Some(window),
+            ..self.clone()
+        }
+    }
+
+    /// The logical plan of a view's query, for a real-time view's recent
+    /// rows (planned inside the reading query, which then runs it).
+    pub async fn plan_view_query(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        sql: &str,
+    ) -> Result<LogicalPlan, QueryError> {
+        let (frame, _) = self
+            .plan(project, sql, None, self.environment.clone())
+            .await?;
+        Ok(frame.logical_plan().clone())
+    }
+
+    /// A view's query as the backend's own engine runs it over the events
+    /// received after `after_ms` (a SQL expression of epoch milliseconds,
+    /// read in the same statement), for a real-time view's recent rows;
+    /// `None` without such an engine.
+    pub async fn native_view_sql(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        sql: &str,
+        after_ms: &str,
+    ) -> Result<Option<String>, QueryError> {
+        let Some(native) = self.native.clone() else {
+            return Ok(None);
+        };
+        let scope = NativeScope {
+            window: Some(received_after_postgres(after_ms)),
+            views: HashMap::new(),
+        };
+        let (owned, dialect) = (sql.to_string(), native.dialect());
+        let collections = project.collection_names();
+        let statement =
+            off_async(move || prepare_native_scoped(&owned, dialect, &collections, &scope))
+                .await??;
+        Ok(Some(statement.sql))
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -186,11 +251,24 @@ impl QueryEngine {
         for udf in bounded_string_functions(self.limits.memory_per_query_bytes / 4) {
             context.register_udf(udf);
         }
-        let schema = Arc::new(ProjectSchema::new(self.tables.clone(), project.clone()));
+        let schema = Arc::new(ProjectSchema::new(
+            self.tables.clone(),
+            project.clone(),
+            self.view_query,
+        ));
         let catalog = MemoryCatalogProvider::new();
         for alias in SCHEMA_ALIASES {
             catalog
                 .register_schema(alias, schema.clone())
+                .map_err(QueryError::from_datafusion)?;
+        }
+        if let (Some(views), None) = (self.materialized.get(), self.view_query) {
+            let views = Arc::new(MaterializedSchema {
+                views: views.clone(),
+                project: project.clone(),
+            });
+            catalog
+                .register_schema(MATERIALIZED_SCHEMA, views)
                 .map_err(QueryError::from_datafusion)?;
         }
         context.register_catalog(CATALOG_NAME, Arc::new(catalog));
@@ -219,6 +297,9 @@ impl QueryEngine {
             .map_err(QueryError::from_datafusion)?;
         if statement.is_explain {
             return Ok((frame, true));
+        }
+        if row_limit == u64::MAX {
+            return Ok((frame, false));
         }
         let frame = frame
             .limit(0, Some(row_limit as usize))
@@ -258,12 +339,31 @@ impl QueryEngine {
         sql: &str,
     ) -> Result<GuardedStatement, QueryError> {
         let collections = project.collection_names();
-        let (owned, dialect) = (sql.to_string(), native.dialect());
-        off_async(move || prepare_native(&owned, dialect, &collections)).await?
+        let dialect = native.dialect();
+        let mut scope = NativeScope {
+            window: self.view_query.and_then(|w| w.postgres_predicate()),
+            views: HashMap::new(),
+        };
+        if let (Some(views), None) = (self.materialized.get(), self.view_query) {
+            if sql.to_ascii_lowercase().contains(MATERIALIZED_SCHEMA) {
+                let owned = sql.to_string();
+                let names = off_async(move || materialized_names(&owned, dialect)).await?;
+                for name in names {
+                    if let Some(select) = views.native_relation(project, &name).await? {
+                        scope.views.insert(name, select);
+                    }
+                }
+            }
+        }
+        let owned = sql.to_string();
+        off_async(move || prepare_native_scoped(&owned, dialect, &collections, &scope)).await?
     }
 
     /// The row limit a request gets, or an error when it asks for too many.
     fn row_limit(&self, requested: Option<u64>, in_sql: Option<u64>) -> Result<u64, QueryError> {
+        if self.view_query.is_some() {
+            return Ok(requested.or(in_sql).unwrap_or(u64::MAX));
+        }
         let max = self.limits.max_limit;
         for asked in [requested, in_sql].into_iter().flatten() {
             if asked > max {

@@ -54,7 +54,7 @@ impl ErrorExt for QueryError {
 impl QueryError {
     /// A DataFusion error as the client should see it, with the position
     /// when DataFusion or the parser reports one.
-    pub(crate) fn from_datafusion(error: datafusion::error::DataFusionError) -> Self {
+    pub fn from_datafusion(error: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError;
         if let Some(span) = error.diagnostic().and_then(|d| d.span) {
             return Self::Sql {

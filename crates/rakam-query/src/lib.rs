@@ -12,6 +12,7 @@ mod execution;
 mod export;
 mod guard;
 mod live_filter;
+mod materialized;
 mod memory;
 mod native;
 mod project_schema;
@@ -29,5 +30,8 @@ pub use error::QueryError;
 pub use export::{ExportEncoder, ExportFormat};
 pub use guard::{check_statement, GuardedStatement};
 pub use live_filter::BatchFilter;
+pub use materialized::{
+    received_after_postgres, MaterializedTables, ReceivedWindow, MATERIALIZED_SCHEMA,
+};
 pub use memory::QueryMemory;
-pub use native::prepare_native;
+pub use native::{materialized_names, prepare_native, prepare_native_scoped, NativeScope};

@@ -4,18 +4,20 @@
 //! (`pageview`, `collection.pageview`, `public.pageview`, `_all`). The
 //! backend then enforces isolation again with its own means.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, ObjectName, ObjectNamePart, Query, SetExpr, TableFactor, Visit, VisitMut, Visitor,
-    VisitorMut,
+    Ident, ObjectName, ObjectNamePart, Query, SetExpr, TableAlias, TableFactor, Visit, VisitMut,
+    Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use rakam_store_api::NativeDialect;
 
 use crate::engine::SCHEMA_ALIASES;
 use crate::guard::{check_parsed, parse_one};
+use crate::materialized::MATERIALIZED_SCHEMA;
 use crate::project_schema::ALL_COLLECTIONS;
 use crate::{GuardedStatement, QueryError};
 
@@ -32,6 +34,56 @@ pub fn prepare_native(
     dialect: NativeDialect,
     collections: &[String],
 ) -> Result<GuardedStatement, QueryError> {
+    prepare_native_scoped(sql, dialect, collections, &NativeScope::default())
+}
+
+/// What a statement for the backend's own engine may read beyond the
+/// collections: materialized views (name → a SELECT that reads it), and a
+/// window of `_server_time` every collection is limited to.
+#[derive(Debug, Clone, Default)]
+pub struct NativeScope {
+    /// The condition on `_server_time` every collection is read with (see
+    /// [`ReceivedWindow::postgres_predicate`]).
+    pub window: Option<String>,
+    pub views: HashMap<String, String>,
+}
+
+/// The views (`materialized.<name>`) a statement names, lower-cased as
+/// PostgreSQL folds unquoted names; empty when it does not parse.
+pub fn materialized_names(sql: &str, dialect: NativeDialect) -> Vec<String> {
+    let NativeDialect::PostgreSql = dialect;
+    let Ok((statement, _)) = parse_one(sql, &PostgreSqlDialect {}) else {
+        return Vec::new();
+    };
+    let mut found = ViewNames::default();
+    let _ = Visit::visit(&statement, &mut found);
+    found.0.into_iter().collect()
+}
+
+#[derive(Default)]
+struct ViewNames(std::collections::BTreeSet<String>);
+
+impl Visitor for ViewNames {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        let parts: Vec<&Ident> = relation.0.iter().filter_map(ident_value).collect();
+        if let [schema, table] = parts.as_slice() {
+            if Tables::name_of(schema) == MATERIALIZED_SCHEMA {
+                self.0.insert(Tables::name_of(table));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// [`prepare_native`] with views and a window (see [`NativeScope`]).
+pub fn prepare_native_scoped(
+    sql: &str,
+    dialect: NativeDialect,
+    collections: &[String],
+    scope: &NativeScope,
+) -> Result<GuardedStatement, QueryError> {
     let NativeDialect::PostgreSql = dialect;
     let (mut statement, mut guarded) = parse_one(sql, &PostgreSqlDialect {})?;
     check_parsed(&statement)?;
@@ -47,7 +99,11 @@ pub fn prepare_native(
             .collect(),
         rewritten: false,
         error: None,
+        window: scope.window.clone(),
+        views: scope.views.clone(),
+        ctes: HashSet::new(),
     };
+    checker.ctes = ctes_seen(&statement);
     let _ = VisitMut::visit(&mut statement, &mut checker);
     if let Some(error) = checker.error {
         return Err(error);
@@ -78,6 +134,11 @@ struct Tables {
     known: HashSet<String>,
     rewritten: bool,
     error: Option<QueryError>,
+    /// The window's condition: collections become subqueries with it.
+    window: Option<String>,
+    views: HashMap<String, String>,
+    /// Names that are CTEs, not collections (never windowed).
+    ctes: HashSet<String>,
 }
 
 fn ident_value(part: &ObjectNamePart) -> Option<&Ident> {
@@ -114,6 +175,12 @@ impl Tables {
                         column: None,
                     })
                 }
+            }
+            [schema, table]
+                if Self::name_of(schema) == MATERIALIZED_SCHEMA
+                    && self.views.contains_key(&Self::name_of(table)) =>
+            {
+                ControlFlow::Continue(())
             }
             [schema, table]
                 if SCHEMA_ALIASES.contains(&Self::name_of(schema).as_str())
@@ -178,6 +245,72 @@ impl VisitorMut for Tables {
         }
         ControlFlow::Continue(())
     }
+
+    /// Replaced after the visit of the factor, so the SELECT put in its
+    /// place (backend table names) is not checked as client SQL.
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name, alias, args, ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        if args.is_some() {
+            return ControlFlow::Continue(());
+        }
+        let parts: Vec<Ident> = name.0.iter().filter_map(ident_value).cloned().collect();
+        let replacement = match parts.as_slice() {
+            [schema, table] if Self::name_of(schema) == MATERIALIZED_SCHEMA => self
+                .views
+                .get(&Self::name_of(table))
+                .map(|select| (select.clone(), table.clone())),
+            [table] if !self.ctes.contains(&Self::name_of(table)) => {
+                self.window.as_ref().map(|condition| {
+                    (
+                        format!("SELECT * FROM {name} WHERE {condition}"),
+                        table.clone(),
+                    )
+                })
+            }
+            _ => None,
+        };
+        let Some((select, table)) = replacement else {
+            return ControlFlow::Continue(());
+        };
+        let subquery = match Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&select)
+            .and_then(|mut parser| parser.parse_query())
+        {
+            Ok(query) => query,
+            Err(error) => {
+                return self.fail(QueryError::Execution(format!(
+                    "cannot read {name}: {error}"
+                )))
+            }
+        };
+        // Quoted: the name may be a keyword (`full`) that is a table name
+        // only after a schema.
+        let alias = alias.clone().unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::with_quote('"', Self::name_of(&table)),
+            columns: Vec::new(),
+            at: None,
+        });
+        *factor = TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            sample: None,
+        };
+        self.rewritten = true;
+        ControlFlow::Continue(())
+    }
+}
+
+fn ctes_seen(statement: &datafusion::sql::sqlparser::ast::Statement) -> HashSet<String> {
+    let mut ctes = CteNames::default();
+    let _ = Visit::visit(statement, &mut ctes);
+    ctes.0
 }
 
 #[cfg(test)]

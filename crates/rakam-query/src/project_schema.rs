@@ -14,6 +14,7 @@ use rakam_store_api::{ProjectSnapshot, TableSource};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::all_collections::AllCollections;
+use crate::materialized::ReceivedWindow;
 
 pub(crate) const ALL_COLLECTIONS: &str = "_all";
 
@@ -23,11 +24,16 @@ pub(crate) struct ProjectSchema {
 }
 
 impl ProjectSchema {
-    pub(crate) fn new(tables: Arc<dyn TableSource>, project: Arc<ProjectSnapshot>) -> Self {
+    pub(crate) fn new(
+        tables: Arc<dyn TableSource>,
+        project: Arc<ProjectSnapshot>,
+        window: Option<ReceivedWindow>,
+    ) -> Self {
         Self {
             tables: Arc::new(ProjectTables {
                 tables,
                 project,
+                window,
                 snapshots: Mutex::new(HashMap::new()),
             }),
         }
@@ -39,6 +45,8 @@ impl ProjectSchema {
 pub(crate) struct ProjectTables {
     tables: Arc<dyn TableSource>,
     project: Arc<ProjectSnapshot>,
+    /// Every collection is read limited to the events received in it.
+    window: Option<ReceivedWindow>,
     snapshots: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
@@ -67,6 +75,10 @@ impl ProjectTables {
             .table_provider(self.project.id(), name, schema.arrow_schema())
             .await
             .map_err(to_df)?;
+        let provider = match &self.window {
+            Some(window) => window.restrict(name, provider)?,
+            None => provider,
+        };
         self.snapshots
             .lock()
             .insert(name.to_string(), provider.clone());

@@ -19,6 +19,8 @@ pub enum ServiceError {
     Analysis(#[from] AnalysisError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    View(#[from] rakam_views::ViewError),
     /// No key where one is needed (the message names where).
     #[error("{0}")]
     MissingKey(String),
@@ -43,6 +45,7 @@ impl ErrorExt for ServiceError {
             Self::Query(inner) => inner.code(),
             Self::Analysis(inner) => inner.code(),
             Self::Model(inner) => inner.code(),
+            Self::View(inner) => inner.code(),
             Self::MissingKey(_) => ErrorCode::MissingKey,
             Self::InvalidKey(_) => ErrorCode::InvalidKey,
             Self::Forbidden(_) => ErrorCode::Forbidden,

@@ -15,6 +15,7 @@ mod error;
 mod live;
 mod projects;
 mod storage;
+mod views;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use rakam_config::Config;
 use rakam_ingest::{IngestLimits, Pipeline};
 use rakam_query::{QueryEngine, QueryLimits, QueryOutput, QueryStream};
 use rakam_store_api::{Backend, KeyKind, ProjectInfo, ProjectSnapshot};
+use rakam_views::Views;
 use serde_json::Value;
 
 pub use admission::{Admission, Ticket};
@@ -43,6 +45,7 @@ pub struct Rakam {
     analyzer: Analyzer,
     admission: Admission,
     live: Arc<LiveStream>,
+    views: Views,
 }
 
 pub fn ingest_limits(config: &Config) -> IngestLimits {
@@ -85,7 +88,15 @@ impl Rakam {
             tracing::info!(replayed, "append observers caught up");
         }
         let query = QueryEngine::new(&backend, query_limits(&config))?;
+        let views = Views::new(
+            backend.views.clone(),
+            backend.sink.clone(),
+            backend.catalog.clone(),
+            query.clone(),
+        );
+        views.start().await?;
         Ok(Self {
+            views,
             admission: Admission::new(config.limits.max_inflight_bytes),
             config: Arc::new(config),
             analyzer: Analyzer::new(query.clone()),
@@ -226,6 +237,7 @@ impl Rakam {
     /// Finishes pending work and makes everything durable in its long-term
     /// form.
     pub async fn shutdown(&self) -> Result<()> {
+        self.views.stop().await;
         self.query.stop();
         Ok(self.backend.sink.shutdown().await?)
     }

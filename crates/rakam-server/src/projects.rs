@@ -73,6 +73,7 @@ impl Rakam {
             ));
         }
         self.backend.catalog.delete_project(&project.id).await?;
+        self.views.delete_project(&project.id).await?;
         self.backend.sink.delete_project(&project.id).await?;
         tracing::info!(project = %project.name, "project deleted");
         Ok(())

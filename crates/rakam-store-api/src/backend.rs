@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::{Catalog, EventSink, NativeSql, TableSource};
+use crate::{Catalog, EventSink, NativeSql, TableSource, ViewStore};
 
 /// What an assembly of parts can do beyond the common contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,5 +23,7 @@ pub struct Backend {
     pub sink: Arc<dyn EventSink>,
     pub tables: Arc<dyn TableSource>,
     pub native_sql: Option<Arc<dyn NativeSql>>,
+    /// Materialized views, kept next to the data they are computed from.
+    pub views: Arc<dyn ViewStore>,
     pub capabilities: Capabilities,
 }

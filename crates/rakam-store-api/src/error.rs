@@ -53,6 +53,15 @@ pub enum StoreError {
     /// A value the backend cannot store at all (PostgreSQL text and NUL).
     #[error("{0}")]
     Unstorable(String),
+    #[error("materialized view {0:?} does not exist")]
+    ViewNotFound(String),
+    #[error("materialized view {0:?} already exists")]
+    ViewExists(String),
+    #[error("materialized view {0:?} was refreshed by another refresh meanwhile")]
+    ViewChanged(String),
+    /// An incremental refresh whose rows have other columns than the view.
+    #[error("materialized view {0:?}: the query's columns are no longer the view's")]
+    ViewColumnsChanged(String),
 }
 
 impl StoreError {
@@ -78,6 +87,10 @@ impl ErrorExt for StoreError {
             Self::ShuttingDown | Self::Unavailable(_) | Self::InUse(_) => ErrorCode::Unavailable,
             Self::Sql { .. } => ErrorCode::SqlError,
             Self::QueryTimeout { .. } => ErrorCode::QueryTimeout,
+            Self::ViewNotFound(_) => ErrorCode::ViewNotFound,
+            Self::ViewExists(_) => ErrorCode::ViewExists,
+            Self::ViewChanged(_) => ErrorCode::ViewChanged,
+            Self::ViewColumnsChanged(_) => ErrorCode::InvalidView,
         }
     }
 }

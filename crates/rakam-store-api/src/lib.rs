@@ -16,6 +16,7 @@ mod keys;
 mod native_sql;
 mod project;
 mod table_source;
+mod views;
 
 #[cfg(feature = "testsuite")]
 pub mod conformance;
@@ -23,10 +24,13 @@ pub mod conformance;
 pub use backend::{Backend, Capabilities};
 pub use catalog::{Catalog, CatalogLimits, EvolveOutcome};
 pub use error::StoreError;
-pub use event_sink::{Append, EventSink, LogPosition, LoggedAppend};
+pub use event_sink::{
+    earliest_server_time, restamp_server_time, Append, EventSink, LogPosition, LoggedAppend,
+};
 pub use keys::{hash_key, random_key, KeyKind, ProjectKeys};
 pub use native_sql::{NativeDialect, NativeOutput, NativeSql};
 pub use project::{normalized_project_name, ProjectId, ProjectInfo, ProjectSnapshot};
 pub use table_source::{CollectionStats, TableSource};
+pub use views::{StoredView, ViewDefinition, ViewState, ViewStore, ViewWrite, ViewWriteMode};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

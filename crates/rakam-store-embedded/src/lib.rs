@@ -20,12 +20,14 @@ mod provider;
 mod store;
 mod table;
 mod tail_budget;
+mod views;
 mod wal;
 mod wal_check;
 mod wal_replay;
 
 pub use catalog::FileCatalog;
 pub use store::{open, open_backend, EmbeddedOptions, EmbeddedStore, WalRecovery};
+pub use views::FileViews;
 pub use wal::Durability;
 
 /// Entry points for the fuzz targets (`fuzz/`): not an API.

@@ -8,15 +8,18 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use rakam_store_api::{
-    Append, CollectionStats, EventSink, LogPosition, LoggedAppend, ProjectId, Result, StoreError,
-    TableSource,
+    earliest_server_time, restamp_server_time, Append, CollectionStats, EventSink, LogPosition,
+    LoggedAppend, ProjectId, Result, StoreError, TableSource,
 };
 
 use crate::batch_util::conform;
 use crate::provider::CollectionProvider;
-use crate::store::EmbeddedStore;
+use crate::store::{EmbeddedStore, Submitted};
 use crate::wal::{list_segments, scan_records};
 use crate::{maintenance, payload};
+
+/// How long a server-time barrier waits for earlier appends' fsync.
+const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[async_trait]
 impl EventSink for EmbeddedStore {
@@ -29,21 +32,33 @@ impl EventSink for EmbeddedStore {
         if batches.is_empty() {
             return Ok(None);
         }
-        let encoded = payload::encode(&project, &batches)?;
-        // A WAL record's length is 32 bits.
-        let limit = crate::wal::MAX_RECORD_BYTES;
-        if encoded.len() > limit {
-            return Err(StoreError::AppendTooLarge {
-                bytes: encoded.len(),
-                limit,
-            });
-        }
         self.wait_for_tail_room().await?;
         let mut touched = Vec::with_capacity(batches.len());
         for (collection, _) in &batches {
             touched.push(self.table(&project, collection)?);
         }
-        let (sequence, durable) = self.submit(&touched, batches, encoded)?;
+        let mut batches = batches;
+        let (sequence, durable) = loop {
+            let encoded = payload::encode(&project, &batches)?;
+            // A WAL record's length is 32 bits.
+            let limit = crate::wal::MAX_RECORD_BYTES;
+            if encoded.len() > limit {
+                return Err(StoreError::AppendTooLarge {
+                    bytes: encoded.len(),
+                    limit,
+                });
+            }
+            let earliest = earliest_server_time(batches.iter().map(|(_, batch)| batch));
+            match self.submit(&touched, batches, encoded, earliest)? {
+                Submitted::Queued(sequence, durable) => break (sequence, durable),
+                Submitted::Restamp(returned, at_ms) => {
+                    batches = returned
+                        .iter()
+                        .map(|(name, batch)| Ok((name.clone(), restamp_server_time(batch, at_ms)?)))
+                        .collect::<Result<_>>()?;
+                }
+            }
+        };
         let outcome = durable.await.map_err(|_| StoreError::ShuttingDown)?;
         if let Err(message) = outcome {
             for table in &touched {
@@ -52,6 +67,24 @@ impl EventSink for EmbeddedStore {
             return Err(StoreError::Data(message));
         }
         Ok(Some(LogPosition(sequence)))
+    }
+
+    async fn server_time_barrier(&self, _project: &ProjectId, floor_ms: i64) -> Result<i64> {
+        let (point, last_sequence) = self.raise_barrier(floor_ms);
+        // Appends sequenced before the barrier are visible once durable.
+        let deadline = std::time::Instant::now() + BARRIER_WAIT;
+        while self.wal.durable_sequence() < last_sequence {
+            if let Some(failure) = self.failure() {
+                return Err(StoreError::Data(failure));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Unavailable(
+                    "the WAL did not make earlier appends durable in time".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Ok(point)
     }
 
     async fn replay(&self, after: LogPosition) -> Result<Option<Vec<LoggedAppend>>> {

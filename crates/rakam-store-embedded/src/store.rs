@@ -73,8 +73,9 @@ pub struct EmbeddedStore {
     pub(crate) tables: RwLock<HashMap<TableKey, Arc<CollectionTable>>>,
     /// The next WAL sequence; held while a record is tagged, put in the
     /// tail and queued, so that sequence order is tail order and WAL order.
-    next_sequence: Mutex<u64>,
+    next_sequence: Mutex<Sequencer>,
     pub(crate) wal: WalWriter,
+    pub(crate) views: Arc<crate::views::FileViews>,
     pub(crate) maintenance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// WAL records after this sequence stay on disk even once they are in
     /// files, so append observers can be replayed them (`u64::MAX`: none).
@@ -238,12 +239,19 @@ fn open_blocking(
         options.durability,
         options.wal_segment_bytes,
     )?;
+    let views = Arc::new(crate::views::FileViews::open(
+        options.data_dir.join("views"),
+    )?);
     let store = Arc::new(EmbeddedStore {
         options,
         catalog,
         tables: RwLock::new(tables),
-        next_sequence: Mutex::new(highest_sequence + 1),
+        next_sequence: Mutex::new(Sequencer {
+            next: highest_sequence + 1,
+            barrier_ms: i64::MIN,
+        }),
         wal,
+        views,
         maintenance_task: Mutex::new(None),
         retained_after: std::sync::atomic::AtomicU64::new(retained_after),
         retention_changed: std::sync::atomic::AtomicBool::new(false),
@@ -303,6 +311,7 @@ impl EmbeddedStore {
             sink: self.clone(),
             tables: self.clone(),
             native_sql: None,
+            views: self.views.clone(),
             capabilities: Capabilities {
                 replayable_log: true,
                 shared_catalog: false,
@@ -388,22 +397,29 @@ impl EmbeddedStore {
 impl EmbeddedStore {
     /// Tags the batches with the next sequence, puts them in their tails and
     /// queues their record to the WAL, under one lock: sequence order is tail
-    /// order and WAL order.
+    /// order and WAL order. An append received at or before the last
+    /// server-time barrier is handed back to be restamped after it.
     pub(crate) fn submit(
         &self,
         touched: &[Arc<CollectionTable>],
         batches: Vec<(String, RecordBatch)>,
         encoded: Vec<u8>,
-    ) -> Result<(u64, DurableReceiver)> {
-        let mut next = self.next_sequence.lock();
-        let sequence = *next;
+        earliest_server_time: Option<i64>,
+    ) -> Result<Submitted> {
+        let mut sequencer = self.next_sequence.lock();
+        if let Some(earliest) = earliest_server_time {
+            if earliest <= sequencer.barrier_ms {
+                return Ok(Submitted::Restamp(batches, sequencer.barrier_ms + 1));
+            }
+        }
+        let sequence = sequencer.next;
         for (table, (_, batch)) in touched.iter().zip(batches) {
             table.push(sequence, batch);
         }
         match self.wal.submit(sequence, encoded) {
             Ok(durable) => {
-                *next += 1;
-                Ok((sequence, durable))
+                sequencer.next += 1;
+                Ok(Submitted::Queued(sequence, durable))
             }
             Err(error) => {
                 for table in touched {
@@ -413,6 +429,31 @@ impl EmbeddedStore {
             }
         }
     }
+
+    /// Raises the server-time barrier to at least `floor_ms` and now, and
+    /// returns it with the last sequence handed out before it.
+    pub(crate) fn raise_barrier(&self, floor_ms: i64) -> (i64, u64) {
+        let mut sequencer = self.next_sequence.lock();
+        let point = rakam_common::time::now_millis()
+            .max(floor_ms)
+            .max(sequencer.barrier_ms);
+        sequencer.barrier_ms = point;
+        (point, sequencer.next - 1)
+    }
+}
+
+/// The WAL order of appends, and the server-time barrier of view refreshes.
+#[derive(Debug)]
+pub(crate) struct Sequencer {
+    next: u64,
+    barrier_ms: i64,
+}
+
+pub(crate) enum Submitted {
+    Queued(u64, DurableReceiver),
+    /// Received at or before the barrier: restamp `_server_time` to this
+    /// and submit again.
+    Restamp(Vec<(String, RecordBatch)>, i64),
 }
 
 /// Segments are only ever deleted oldest first, once every record in them is

@@ -8,6 +8,7 @@
 //! ```
 
 mod arrow_rows;
+mod barrier;
 mod catalog;
 mod catalog_cache;
 mod connection;
@@ -20,10 +21,12 @@ mod numeric;
 mod provider;
 mod store;
 pub mod testing;
+mod views;
 
 pub use catalog::PgCatalog;
 pub use connection::PgOptions;
 pub use store::PgStore;
+pub use views::PgViews;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +65,7 @@ pub async fn open_backend(options: PgOptions) -> Result<Backend> {
         catalog,
         sink: store.clone(),
         native_sql: Some(store.native_sql()),
+        views: store.views(),
         tables: store,
         capabilities: Capabilities {
             replayable_log: false,

@@ -53,6 +53,24 @@ REVOKE ALL ON SCHEMA rakam_meta FROM PUBLIC;
         "a metadata version per project, for cached snapshots",
         "ALTER TABLE rakam_meta.projects ADD COLUMN version bigint NOT NULL DEFAULT 1;",
     ),
+    (
+        3,
+        "materialized views and the server-time barrier of their refreshes",
+        r#"
+CREATE TABLE rakam_meta.materialized_views (
+    project_id text NOT NULL REFERENCES rakam_meta.projects (id) ON DELETE CASCADE,
+    table_name text NOT NULL,
+    definition jsonb NOT NULL,
+    state jsonb NOT NULL,
+    columns jsonb,
+    PRIMARY KEY (project_id, table_name)
+);
+CREATE TABLE rakam_meta.server_time_barriers (
+    project_id text PRIMARY KEY REFERENCES rakam_meta.projects (id) ON DELETE CASCADE,
+    barrier_ms bigint NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(crate) async fn apply(shared: &Shared) -> Result<()> {

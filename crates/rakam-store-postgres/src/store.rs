@@ -16,11 +16,12 @@ use futures::{pin_mut, SinkExt};
 use parking_lot::Mutex;
 use rakam_model::{FieldType, SERVER_TIME_COLUMN, TIME_COLUMN, UNMAPPED_COLUMN};
 use rakam_store_api::{
-    Append, CollectionStats, EventSink, LogPosition, LoggedAppend, ProjectId, Result, StoreError,
-    TableSource,
+    earliest_server_time, restamp_server_time, Append, CollectionStats, EventSink, LogPosition,
+    LoggedAppend, ProjectId, Result, StoreError, TableSource,
 };
 use tokio_postgres::error::SqlState;
 
+use crate::barrier::{hold_barrier_share, raise_barrier};
 use crate::connection::{pg_error, Shared};
 use crate::copy_in::{check_batch, encode_rows, HEADER, TRAILER};
 use crate::ddl::{self, StoredColumn};
@@ -259,6 +260,15 @@ impl EventSink for PgStore {
             .transaction()
             .await
             .map_err(pg_error("starting an append"))?;
+        let barrier = hold_barrier_share(&transaction, project.as_str()).await?;
+        // Received before a view refresh's barrier but not yet visible to
+        // it: the rows count as received after it.
+        let earliest = earliest_server_time(plans.iter().map(|(_, batch, _)| batch));
+        if earliest.is_some_and(|earliest| earliest <= barrier) {
+            for (_, batch, _) in &mut plans {
+                *batch = restamp_server_time(batch, barrier + 1)?;
+            }
+        }
         for (collection, batch, physical) in &plans {
             let columns: Vec<String> = physical.iter().map(|c| quote(c)).collect();
             let statement = format!(
@@ -296,6 +306,14 @@ impl EventSink for PgStore {
             .await
             .map_err(pg_error("committing an append"))?;
         Ok(None)
+    }
+
+    /// Appends hold a share lock on the project's barrier row from the
+    /// start of their transaction to its commit; raising the barrier waits
+    /// for them, and appends after it see the new barrier.
+    async fn server_time_barrier(&self, project: &ProjectId, floor_ms: i64) -> Result<i64> {
+        let at_least = rakam_common::time::now_millis().max(floor_ms);
+        raise_barrier(&self.shared, project.as_str(), at_least).await
     }
 
     async fn replay(&self, _after: LogPosition) -> Result<Option<Vec<LoggedAppend>>> {
@@ -373,6 +391,11 @@ impl TableSource for PgStore {
 }
 
 impl PgStore {
+    /// Materialized views kept in the database.
+    pub fn views(&self) -> Arc<dyn rakam_store_api::ViewStore> {
+        Arc::new(crate::views::PgViews::new(self.shared.clone()))
+    }
+
     /// The database's own SQL engine, for the query surface.
     pub fn native_sql(&self) -> Arc<dyn rakam_store_api::NativeSql> {
         Arc::new(crate::native_sql::PgNativeSql::new(self.shared.clone()))

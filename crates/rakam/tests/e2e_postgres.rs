@@ -35,3 +35,5 @@ mod postgres;
 mod query;
 #[path = "e2e/stream.rs"]
 mod stream;
+#[path = "e2e/views.rs"]
+mod views;

@@ -20,9 +20,11 @@ use rakam_model::{CollectionSchema, Column, FieldType, UNMAPPED_COLUMN};
 use crate::{Append, Backend, Catalog, KeyKind, LogPosition, ProjectInfo, StoreError};
 
 mod versions;
+mod views;
 pub use versions::{
     appends_built_for_an_older_version, log_positions_replay, snapshots_follow_versions,
 };
+pub use views::{server_time_barrier_orders_appends, views_keep_rows_and_state};
 
 /// Opens a backend at one location. Opening again after `shutdown` must see
 /// everything the previous instance acknowledged.
@@ -41,7 +43,8 @@ macro_rules! event_store_conformance_tests {
                 appended_rows_are_readable, widened_columns_read_old_rows, rows_survive_restart,
                 projects_are_isolated, deleted_projects_lose_their_data, unmapped_rows_are_counted,
                 many_small_appends, snapshots_follow_versions, appends_built_for_an_older_version,
-                log_positions_replay);
+                log_positions_replay, server_time_barrier_orders_appends,
+                views_keep_rows_and_state);
         }
     };
     (@each $factory:expr; $($name:ident),*) => {

@@ -22,4 +22,5 @@ mod names;
 mod overload;
 mod query;
 mod stream;
+mod views;
 mod wal_damage;

@@ -1,0 +1,54 @@
+//! Materialized views (`/materialized-view/*`), on the views service.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use rakam_store_api::ProjectInfo;
+use serde_json::Value;
+
+use crate::{Rakam, Result};
+
+impl Rakam {
+    pub async fn create_view(&self, project: &ProjectInfo, request: Value) -> Result<()> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.create(&snapshot, request).await?)
+    }
+
+    pub async fn list_views(&self, project: &ProjectInfo) -> Result<Vec<Value>> {
+        Ok(self.views.list(&project.id).await?)
+    }
+
+    pub async fn get_view(&self, project: &ProjectInfo, table_name: &str) -> Result<Value> {
+        Ok(self.views.get(&project.id, table_name).await?)
+    }
+
+    /// The views' columns (all, or those named); unbuilt views are built.
+    pub async fn view_schemas(
+        &self,
+        project: &ProjectInfo,
+        names: Option<&[String]>,
+    ) -> Result<Vec<(String, SchemaRef)>> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.schemas(&snapshot, names).await?)
+    }
+
+    pub async fn delete_view(&self, project: &ProjectInfo, table_name: &str) -> Result<()> {
+        Ok(self.views.delete(&project.id, table_name).await?)
+    }
+
+    pub async fn change_view(
+        &self,
+        project: &ProjectInfo,
+        table_name: &str,
+        real_time: bool,
+    ) -> Result<()> {
+        Ok(self
+            .views
+            .change(&project.id, table_name, real_time)
+            .await?)
+    }
+
+    /// Refreshes the view now and answers with it once committed.
+    pub async fn refresh_view(&self, project: &ProjectInfo, table_name: &str) -> Result<Value> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.refresh(&snapshot, table_name).await?)
+    }
+}
