@@ -84,10 +84,16 @@ def main():
         started = time.perf_counter()
         ingest(port, keys, rng, a.events, 0)
         print(f"ingested {a.events:,} events in {time.perf_counter() - started:.1f} s")
+        first = {}
         for name, incremental in (("whole", False), ("increments", True)):
+            # The first build starts with the creation; it is done when the
+            # view shows its first refresh.
+            started = time.perf_counter()
             call(port, keys, "/materialized-view/create",
                  {"table_name": name, "name": name, "query": QUERY, "incremental": incremental})
-        first = {name: timed_refresh(port, keys, name)[0] for name in ("whole", "increments")}
+            while call(port, keys, "/materialized-view/get", {"table_name": name}, key="read_key")["refreshes"] < 1:
+                time.sleep(0.005)
+            first[name] = (time.perf_counter() - started) * 1000
         times = {"whole": [], "increments": []}
         total = a.events
         step = max(1, a.events // 100)

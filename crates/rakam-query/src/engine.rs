@@ -34,6 +34,8 @@ const CATALOG_NAME: &str = "rakam";
 /// The partial phase of an aggregation goes on only while it has fewer
 /// groups than this share of its input rows (DataFusion's default: 0.8).
 const PARTIAL_AGGREGATION_MIN_REDUCTION: f64 = 0.1;
+/// Views' own queries one project runs at once.
+const VIEW_QUERIES_PER_PROJECT: usize = 2;
 
 /// Parsing and checking a statement of up to a megabyte takes a few hundred
 /// milliseconds: it runs on the blocking pool, not on an async worker.
@@ -115,6 +117,8 @@ pub struct QueryEngine {
     memory: ServerMemory,
     runtime: Arc<QueryRuntime>,
     slots: Arc<ProjectSlots>,
+    /// Slots of views' own queries (refreshes, real-time parts).
+    view_slots: Arc<ProjectSlots>,
     /// Materialized views, once the views service is running.
     materialized: Arc<OnceLock<Arc<dyn MaterializedTables>>>,
     /// A view's own query: no views, no row limit, and every collection
@@ -144,6 +148,7 @@ impl QueryEngine {
             native: backend.native_sql.clone(),
             memory: ServerMemory::new(bytes(limits.memory_limit_bytes)),
             slots: Arc::new(ProjectSlots::new(limits.max_concurrent_per_project)),
+            view_slots: Arc::new(ProjectSlots::new(VIEW_QUERIES_PER_PROJECT)),
             runtime: Arc::new(runtime),
             environment,
             limits,
@@ -450,8 +455,13 @@ impl QueryEngine {
         let timeout = self.limits.statement_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let (handle, environment, pool) = self.query_environment()?;
-        let slot = self
-            .slots
+        // A view's query may run while its reader holds a project slot
+        // (a first build): it takes a slot of its own kind.
+        let slots = match self.view_query {
+            Some(_) => &self.view_slots,
+            None => &self.slots,
+        };
+        let slot = slots
             .acquire(project.id(), deadline, timeout.as_secs())
             .await?;
         let running = RunningQuery {

@@ -52,6 +52,29 @@ impl ErrorExt for QueryError {
 }
 
 impl QueryError {
+    /// The error again, for one that came back through DataFusion (a
+    /// materialized view's build inside a query) and whose code matters to
+    /// the client: a timeout or shutdown is retryable, a missing view 404.
+    fn same_for_client(&self) -> Option<Self> {
+        Some(match self {
+            Self::Timeout { seconds } => Self::Timeout { seconds: *seconds },
+            Self::QueueTimeout { seconds, slots } => Self::QueueTimeout {
+                seconds: *seconds,
+                slots: *slots,
+            },
+            Self::ShuttingDown => Self::ShuttingDown,
+            Self::MemoryExceeded(message) => Self::MemoryExceeded(message.clone()),
+            Self::Forbidden(message) => Self::Forbidden(message.clone()),
+            Self::Store(StoreError::ViewNotFound(name)) => {
+                Self::Store(StoreError::ViewNotFound(name.clone()))
+            }
+            Self::Store(StoreError::Unavailable(message)) => {
+                Self::Store(StoreError::Unavailable(message.clone()))
+            }
+            _ => return None,
+        })
+    }
+
     /// A DataFusion error as the client should see it, with the position
     /// when DataFusion or the parser reports one.
     pub fn from_datafusion(error: datafusion::error::DataFusionError) -> Self {
@@ -62,6 +85,14 @@ impl QueryError {
                 line: Some(span.start.line),
                 column: Some(span.start.column),
             };
+        }
+        if let DataFusionError::External(inner) = error.find_root() {
+            if let Some(same) = inner
+                .downcast_ref::<QueryError>()
+                .and_then(QueryError::same_for_client)
+            {
+                return same;
+            }
         }
         let message = clean_message(&error.to_string());
         let (line, column) = position_in_message(&message);

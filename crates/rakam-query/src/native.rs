@@ -104,6 +104,20 @@ pub fn prepare_native_scoped(
         ctes: HashSet::new(),
     };
     checker.ctes = ctes_seen(&statement);
+    // A CTE named like a collection hides it in some scopes and not in
+    // others (not inside its own body): a windowed statement could read the
+    // collection unwindowed. Such statements are refused, not guessed at.
+    if scope.window.is_some() {
+        if let Some(shadowing) = checker
+            .ctes
+            .iter()
+            .find(|cte| collections.contains(cte) || cte.as_str() == ALL_COLLECTIONS)
+        {
+            return Err(QueryError::Forbidden(format!(
+                "a materialized view's query may not name a WITH query {shadowing:?} after a collection"
+            )));
+        }
+    }
     let _ = VisitMut::visit(&mut statement, &mut checker);
     if let Some(error) = checker.error {
         return Err(error);
@@ -338,6 +352,37 @@ mod tests {
         assert!(prepare("WITH a AS (SELECT 1) SELECT * FROM a, _all").is_ok());
         assert!(prepare("SELECT * FROM generate_series(1, 3)").is_ok());
         assert!(prepare("WITH Foo AS (SELECT 1) SELECT * FROM Foo").is_ok());
+    }
+
+    #[test]
+    fn a_window_limits_every_collection_and_views_become_their_relation() {
+        let collections = vec!["pageview".to_string(), "signup".to_string()];
+        let scope = NativeScope {
+            window: Some("\"_server_time\" > now()".into()),
+            views: HashMap::from([("full".to_string(), "SELECT * FROM \"x\".\"y\"".to_string())]),
+        };
+        let sql = |text: &str| {
+            prepare_native_scoped(text, NativeDialect::PostgreSql, &collections, &scope)
+                .map(|g| g.sql)
+        };
+        let rewritten = sql("SELECT count(*) FROM pageview p JOIN collection.signup ON true")
+            .expect("windowed");
+        assert_eq!(
+            rewritten.matches("\"_server_time\" > now()").count(),
+            2,
+            "{rewritten}"
+        );
+        assert!(
+            rewritten.contains(") p JOIN") && rewritten.contains("AS \"signup\""),
+            "{rewritten}"
+        );
+        let view = sql("SELECT * FROM materialized.full").expect("view");
+        assert!(view.contains("FROM \"x\".\"y\") AS \"full\""), "{view}");
+        // A CTE named like a collection would hide it from the window in
+        // some scopes: refused.
+        assert!(sql("WITH pageview AS (SELECT * FROM pageview) SELECT * FROM pageview").is_err());
+        assert!(sql("WITH recent AS (SELECT * FROM pageview) SELECT * FROM recent").is_ok());
+        assert!(sql("SELECT * FROM materialized.other").is_err());
     }
 
     #[test]

@@ -260,7 +260,8 @@ pub(crate) async fn create_collection(
              _server_time timestamptz NOT NULL,
              _unmapped text
          ) PARTITION BY RANGE (_time);
-         CREATE INDEX ON {table} USING brin (_time);"
+         CREATE INDEX ON {table} USING brin (_time);
+         CREATE INDEX ON {table} USING brin (_server_time);"
     );
     client
         .batch_execute(&sql)

@@ -51,20 +51,16 @@ fn covered_table(project_id: &str) -> String {
 
 async fn create_covered_table(client: &impl GenericClient, project_id: &str) -> Result<()> {
     let table = covered_table(project_id);
-    let created = client
+    // Two first views of a project created at the same moment may collide
+    // here; the loser's creation fails whole and can be retried.
+    client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (table_name text PRIMARY KEY, covered_through_ms bigint NOT NULL);
              GRANT SELECT ON {table} TO {};",
             quote(&reader_role(project_id))
         ))
-        .await;
-    match created {
-        // Two views created at the same moment: the other made it.
-        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            Ok(())
-        }
-        other => other.map_err(pg_error("creating the views' coverage table")),
-    }
+        .await
+        .map_err(pg_error("creating the views' coverage table"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +114,7 @@ fn storage_type(data_type: &DataType) -> Result<(DataType, String)> {
 }
 
 fn unsupported(data_type: &DataType) -> StoreError {
-    StoreError::Data(format!(
+    StoreError::Unstorable(format!(
         "a materialized view on PostgreSQL cannot store a column of type {data_type}"
     ))
 }
@@ -238,8 +234,12 @@ async fn copy_rows(
 #[async_trait]
 impl ViewStore for PgViews {
     async fn create(&self, project: &ProjectId, definition: ViewDefinition) -> Result<()> {
-        let client = self.shared.admin().await?;
-        let inserted = client
+        let mut client = self.shared.admin().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(pg_error("starting a view's creation"))?;
+        let inserted = transaction
             .execute(
                 "INSERT INTO rakam_meta.materialized_views (project_id, table_name, definition, state)
                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -255,7 +255,11 @@ impl ViewStore for PgViews {
         if inserted == 0 {
             return Err(StoreError::ViewExists(definition.table_name));
         }
-        create_covered_table(&client, project.as_str()).await
+        create_covered_table(&transaction, project.as_str()).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(pg_error("committing a view's creation"))
     }
 
     async fn list(&self, project: &ProjectId) -> Result<Vec<StoredView>> {

@@ -10,6 +10,8 @@ use crate::ViewError;
 /// Longest view name: with `$materialized_` in front it still fits
 /// PostgreSQL's 63-byte identifiers.
 const MAX_NAME_BYTES: usize = 48;
+/// Ten years: anything longer is "never", which `null` says.
+const MAX_INTERVAL_SECS: u64 = 10 * 366 * 86_400;
 
 /// The create request as Rakam's clients send it.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,10 +69,10 @@ pub fn parse_interval(value: Option<&Value>) -> Result<Option<u64>, ViewError> {
         }
         Some(other) => return Err(invalid(other)),
     };
-    if seconds == 0 {
-        return Err(ViewError::Invalid(
-            "update_interval must be at least one second".into(),
-        ));
+    if seconds == 0 || seconds > MAX_INTERVAL_SECS {
+        return Err(ViewError::Invalid(format!(
+            "update_interval must be between one second and {MAX_INTERVAL_SECS} seconds (ten years)"
+        )));
     }
     Ok(Some(seconds))
 }

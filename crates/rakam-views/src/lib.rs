@@ -239,9 +239,9 @@ impl Views {
         if !self.inner.store.delete(project, &name).await? {
             return Err(ViewError::NotFound(name));
         }
-        let key = (project.clone(), name);
-        self.inner.refreshing.lock().remove(&key);
-        self.inner.failures.lock().remove(&key);
+        // The view's lock stays: a refresh queued on it must not run beside
+        // the first build of a view created again under the same name.
+        self.inner.failures.lock().remove(&(project.clone(), name));
         Ok(())
     }
 
@@ -252,6 +252,8 @@ impl Views {
         table_name: &str,
         real_time: bool,
     ) -> Result<()> {
+        let lock = self.lock_of(project, &check_table_name(table_name)?);
+        let _held = lock.lock().await;
         let view = self.stored(project, table_name).await?;
         let mut definition = view.definition;
         definition.real_time = real_time;

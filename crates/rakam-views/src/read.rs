@@ -39,7 +39,7 @@ impl Views {
         if view.state.generation == 0 {
             return self.ensure_built(project, name).await.map(Some);
         }
-        if is_stale(&view, now_ms()) {
+        if is_stale(&view, now_ms()) && !self.failed_recently(project.id(), name) {
             let (views, snapshot, name) = (self.clone(), project.clone(), name.to_string());
             self.spawn(async move {
                 if let Err(error) = views

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use rakam_query::{QueryError, ReceivedWindow};
 use rakam_store_api::{
-    ProjectSnapshot, StoreError, StoredView, ViewState, ViewWrite, ViewWriteMode,
+    ProjectId, ProjectSnapshot, StoreError, StoredView, ViewState, ViewWrite, ViewWriteMode,
 };
 
 use crate::{Result, ViewError, Views, RETRY_AFTER_MS};
@@ -61,6 +61,7 @@ impl Views {
         name: &str,
         trigger: Trigger,
     ) -> Result<()> {
+        let asked_at = now_ms();
         let lock = self.lock_of(project.id(), name);
         let _held = match trigger {
             Trigger::Background => match lock.try_lock_owned() {
@@ -79,6 +80,17 @@ impl Views {
             return Ok(());
         }
         let key = (project.id().clone(), name.to_string());
+        // Readers queued behind a first build that failed get its error
+        // rather than running the same build again, one after another.
+        if trigger == Trigger::FirstRead {
+            if let Some((at, message)) = self.inner.failures.lock().get(&key) {
+                if *at >= asked_at {
+                    return Err(ViewError::Invalid(format!(
+                        "the first build of materialized view {name} failed: {message}"
+                    )));
+                }
+            }
+        }
         let started = Instant::now();
         let result = self.refresh_locked(project, view).await;
         let outcome = if result.is_ok() { "ok" } else { "failed" };
@@ -189,6 +201,15 @@ impl Views {
         }
     }
 
+    /// Whether the view's last refresh failed less than a minute ago.
+    pub(crate) fn failed_recently(&self, project: &ProjectId, name: &str) -> bool {
+        self.inner
+            .failures
+            .lock()
+            .get(&(project.clone(), name.to_string()))
+            .is_some_and(|(at, _)| now_ms() - at < RETRY_AFTER_MS)
+    }
+
     /// One round of the background refresher: every stale view (or one
     /// never built), one at a time.
     pub(crate) async fn refresh_stale(&self) {
@@ -207,14 +228,7 @@ impl Views {
             if !is_stale(&view, now) {
                 continue;
             }
-            let key = (project.clone(), view.definition.table_name.clone());
-            let failed_recently = self
-                .inner
-                .failures
-                .lock()
-                .get(&key)
-                .is_some_and(|(at, _)| now - at < RETRY_AFTER_MS);
-            if failed_recently {
+            if self.failed_recently(&project, &view.definition.table_name) {
                 continue;
             }
             let snapshot = match self.inner.catalog.snapshot(&project).await {
