@@ -83,7 +83,7 @@ pub(crate) async fn execute(
     let mut body = b"{\"metadata\":".to_vec();
     let properties = json!({
         "executionTimeInMillis": output.elapsed.as_millis() as u64,
-        "materializedViews": {},
+        "materializedViews": state.rakam.views_read_by(&project, sql).await,
     });
     serde_json::to_writer(&mut body, &schema_fields(&output.schema)).map_err(internal)?;
     body.extend_from_slice(b",\"result\":");

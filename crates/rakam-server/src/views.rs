@@ -6,6 +6,10 @@ use serde_json::Value;
 
 use crate::{Rakam, Result};
 
+/// Statements longer than this are not searched for views they read (the
+/// answer's `materializedViews` is then empty).
+const MAX_SEARCHED_SQL_BYTES: usize = 64 * 1024;
+
 impl Rakam {
     pub async fn create_view(&self, project: &ProjectInfo, request: Value) -> Result<()> {
         let snapshot = self.snapshot(project).await?;
@@ -44,6 +48,35 @@ impl Rakam {
             .views
             .change(&project.id, table_name, real_time)
             .await?)
+    }
+
+    /// The views a statement reads, with when each was last refreshed
+    /// (Rakam's `properties.materializedViews` of a query's answer).
+    pub async fn views_read_by(
+        &self,
+        project: &ProjectInfo,
+        sql: &str,
+    ) -> serde_json::Map<String, Value> {
+        let mut read = serde_json::Map::new();
+        if sql.len() > MAX_SEARCHED_SQL_BYTES
+            || !sql
+                .to_ascii_lowercase()
+                .contains(rakam_query::MATERIALIZED_SCHEMA)
+        {
+            return read;
+        }
+        let owned = sql.to_string();
+        let names = tokio::task::spawn_blocking(move || {
+            rakam_query::materialized_names(&owned, rakam_store_api::NativeDialect::PostgreSql)
+        })
+        .await
+        .unwrap_or_default();
+        for name in names {
+            if let Ok(view) = self.views.get(&project.id, &name).await {
+                read.insert(name, view["last_update"].clone());
+            }
+        }
+        read
     }
 
     /// Refreshes the view now and answers with it once committed.

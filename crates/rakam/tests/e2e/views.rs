@@ -76,6 +76,14 @@ fn views_are_created_read_refreshed_changed_and_deleted() {
         hits(&server, &keys, sql),
         [("/a".into(), 2), ("/b".into(), 1)]
     );
+    // Rakam's answer names the views a query read, with their last update.
+    let answer = read(&server, &keys, "/query/execute", json!({"query": sql})).json();
+    assert!(
+        answer["properties"]["materializedViews"]["hits"]
+            .as_i64()
+            .is_some(),
+        "{answer}"
+    );
     let listed = read(&server, &keys, "/materialized-view/list", json!({})).json();
     assert_eq!(listed[0]["table_name"], "hits");
     assert_eq!(listed[0]["name"], "Hits per page");
