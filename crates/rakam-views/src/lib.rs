@@ -165,7 +165,13 @@ impl Views {
     /// The view's query must plan as a view query: it reads collections
     /// only (not other views) and has the columns a view can store.
     async fn check_query(&self, project: &Arc<ProjectSnapshot>, sql: &str) -> Result<()> {
-        let engine = self.inner.engine.for_view_query(ReceivedWindow::default());
+        // Planned with a window, as every refresh runs it: what a window
+        // cannot apply to (on PostgreSQL, a WITH query named like a
+        // collection) is refused now rather than at each refresh.
+        let engine = self.inner.engine.for_view_query(ReceivedWindow {
+            after_ms: None,
+            through_ms: Some(0),
+        });
         match engine.metadata(project, sql).await {
             Ok(schema) => {
                 let mut seen = std::collections::HashSet::new();
