@@ -66,6 +66,10 @@ pub enum ErrorCode {
     ViewNotFound = 3008,
     /// A materialized view of that name exists.
     ViewExists = 3009,
+    /// The continuous query does not exist.
+    ContinuousQueryNotFound = 3010,
+    /// A continuous query of that name exists.
+    ContinuousQueryExists = 3011,
     /// SQL that does not parse or plan.
     SqlError = 4001,
     /// SQL that would change data, or read outside the project.
@@ -88,6 +92,9 @@ pub enum ErrorCode {
     InvalidView = 4008,
     /// Another refresh of the view committed first; this one was dropped.
     ViewChanged = 4009,
+    /// A continuous query that cannot be maintained incrementally (the
+    /// message says why), or whose request is malformed.
+    InvalidContinuousQuery = 4010,
     /// The backend cannot do this.
     NotSupported = 5001,
     /// Storage failed (disk, fsync, file format).

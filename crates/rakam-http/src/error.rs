@@ -37,6 +37,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::QueryMemoryExceeded
         | ErrorCode::InvalidView
         | ErrorCode::ViewExists
+        | ErrorCode::InvalidContinuousQuery
+        | ErrorCode::ContinuousQueryExists
         | ErrorCode::ProjectExists => StatusCode::BAD_REQUEST,
         ErrorCode::ViewChanged => StatusCode::CONFLICT,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
@@ -53,6 +55,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::ProjectNotFound
         | ErrorCode::CollectionNotFound
         | ErrorCode::ViewNotFound
+        | ErrorCode::ContinuousQueryNotFound
         | ErrorCode::UnknownEndpoint => StatusCode::NOT_FOUND,
         ErrorCode::QueryTimeout | ErrorCode::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,

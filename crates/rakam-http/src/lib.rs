@@ -9,6 +9,7 @@ mod body;
 pub use body::BodyReader;
 mod body_key;
 mod client;
+mod continuous_routes;
 mod error;
 mod event_routes;
 mod metrics;
@@ -174,6 +175,12 @@ pub fn router(state: AppState) -> Router {
         .route("/materialized-view/delete", post(view_routes::delete))
         .route("/materialized-view/change", post(view_routes::change))
         .route("/materialized-view/refresh", post(view_routes::refresh))
+        .route("/continuous-query/create", post(continuous_routes::create))
+        .route("/continuous-query/list", any(continuous_routes::list))
+        .route("/continuous-query/get", post(continuous_routes::get))
+        .route("/continuous-query/schema", post(continuous_routes::schema))
+        .route("/continuous-query/delete", post(continuous_routes::delete))
+        .route("/continuous-query/test", post(continuous_routes::test))
         .route("/metrics", get(metrics::render))
         .route("/health", get(health))
         .fallback(|uri: axum::http::Uri| async move {

@@ -23,7 +23,7 @@ type Params = Query<HashMap<String, String>>;
 const SMALL_BODY: usize = 1 << 20;
 
 #[derive(Debug, Deserialize)]
-struct NamedView {
+pub(crate) struct NamedView {
     #[serde(alias = "tableName")]
     table_name: Option<String>,
     #[serde(default, alias = "realTime")]
@@ -31,14 +31,14 @@ struct NamedView {
 }
 
 impl NamedView {
-    fn table_name(&self) -> Result<&str, ApiError> {
+    pub(crate) fn table_name(&self) -> Result<&str, ApiError> {
         self.table_name
             .as_deref()
             .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "table_name is required"))
     }
 }
 
-async fn body_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn body_json<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -92,15 +92,29 @@ pub(crate) async fn get(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct SchemaRequest {
+pub(crate) struct SchemaRequest {
     #[serde(default)]
-    names: Option<Vec<String>>,
+    pub(crate) names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ViewSchemaJson {
     name: String,
     fields: Vec<SchemaFieldJson>,
+}
+
+impl ViewSchemaJson {
+    pub(crate) fn all(
+        schemas: Vec<(String, datafusion::arrow::datatypes::SchemaRef)>,
+    ) -> Vec<ViewSchemaJson> {
+        schemas
+            .into_iter()
+            .map(|(name, schema)| ViewSchemaJson {
+                fields: schema_fields(&schema),
+                name,
+            })
+            .collect()
+    }
 }
 
 pub(crate) async fn schema(
@@ -115,15 +129,7 @@ pub(crate) async fn schema(
         .rakam
         .view_schemas(&project, request.names.as_deref())
         .await?;
-    Ok(Json(
-        schemas
-            .into_iter()
-            .map(|(name, schema)| ViewSchemaJson {
-                fields: schema_fields(&schema),
-                name,
-            })
-            .collect(),
-    ))
+    Ok(Json(ViewSchemaJson::all(schemas)))
 }
 
 pub(crate) async fn delete(

@@ -20,10 +20,10 @@ use crate::execution::RunningQuery;
 use crate::guard::{check_statement, GuardedStatement};
 use crate::materialized::{
     received_after_postgres, MaterializedSchema, MaterializedTables, ReceivedWindow,
-    MATERIALIZED_SCHEMA,
+    CONTINUOUS_SCHEMA, MATERIALIZED_SCHEMA,
 };
 use crate::memory::{QueryMemory, QueryPool, ServerMemory};
-use crate::native::{materialized_names, prepare_native_scoped, NativeScope};
+use crate::native::{materialized_names, prepare_native_scoped, relations_in_schema, NativeScope};
 use crate::project_schema::ProjectSchema;
 use crate::redact::Redactor;
 use crate::runtime::{ProjectSlots, QueryRuntime};
@@ -124,6 +124,9 @@ pub struct QueryEngine {
     /// A view's own query: no views, no row limit, and every collection
     /// limited to this window.
     view_query: Option<ReceivedWindow>,
+    /// Runs every statement in DataFusion, even on a backend with its own
+    /// SQL engine (a continuous query's sketches are DataFusion functions).
+    datafusion_only: bool,
 }
 
 fn bytes(value: u64) -> usize {
@@ -154,6 +157,7 @@ impl QueryEngine {
             limits,
             materialized: Arc::new(OnceLock::new()),
             view_query: None,
+            datafusion_only: false,
         })
     }
 
@@ -169,6 +173,33 @@ impl QueryEngine {
             view_query: Some(window),
             ..self.clone()
         }
+    }
+
+    /// This engine running every statement in DataFusion.
+    pub fn in_datafusion(&self) -> Self {
+        Self {
+            datafusion_only: true,
+            ..self.clone()
+        }
+    }
+
+    /// The backend's own SQL engine, when `sql` is to run there: not for a
+    /// DataFusion-only engine, nor for a statement reading continuous
+    /// queries.
+    async fn native_for(&self, sql: &str) -> Result<Option<Arc<dyn NativeSql>>, QueryError> {
+        let Some(native) = self.native.clone() else {
+            return Ok(None);
+        };
+        if self.datafusion_only {
+            return Ok(None);
+        }
+        if !sql.to_ascii_lowercase().contains(CONTINUOUS_SCHEMA) {
+            return Ok(Some(native));
+        }
+        let (owned, dialect) = (sql.to_string(), native.dialect());
+        let continuous =
+            off_async(move || relations_in_schema(&owned, dialect, CONTINUOUS_SCHEMA)).await?;
+        Ok(continuous.is_empty().then_some(native))
     }
 
     /// The logical plan of a view's query, for a real-time view's recent
@@ -268,13 +299,16 @@ impl QueryEngine {
                 .map_err(QueryError::from_datafusion)?;
         }
         if let (Some(views), None) = (self.materialized.get(), self.view_query) {
-            let views = Arc::new(MaterializedSchema {
-                views: views.clone(),
-                project: project.clone(),
-            });
-            catalog
-                .register_schema(MATERIALIZED_SCHEMA, views)
-                .map_err(QueryError::from_datafusion)?;
+            for (name, continuous) in [(MATERIALIZED_SCHEMA, false), (CONTINUOUS_SCHEMA, true)] {
+                let schema = Arc::new(MaterializedSchema {
+                    views: views.clone(),
+                    project: project.clone(),
+                    continuous,
+                });
+                catalog
+                    .register_schema(name, schema)
+                    .map_err(QueryError::from_datafusion)?;
+            }
         }
         context.register_catalog(CATALOG_NAME, Arc::new(catalog));
         Ok(context)
@@ -321,7 +355,7 @@ impl QueryEngine {
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryOutput, QueryError> {
-        match self.native.clone() {
+        match self.native_for(sql).await? {
             Some(native) => {
                 let started = Instant::now();
                 let stream = self
@@ -432,7 +466,7 @@ impl QueryEngine {
         sql: &str,
         limit: Option<u64>,
     ) -> Result<QueryStream, QueryError> {
-        match self.native.clone() {
+        match self.native_for(sql).await? {
             Some(native) => {
                 self.stream_native(native.as_ref(), project, sql, limit)
                     .await
@@ -513,7 +547,7 @@ impl QueryEngine {
         project: &Arc<ProjectSnapshot>,
         sql: &str,
     ) -> Result<SchemaRef, QueryError> {
-        if let Some(native) = self.native.clone() {
+        if let Some(native) = self.native_for(sql).await? {
             let statement = self.prepare_native(native.as_ref(), project, sql).await?;
             return native
                 .describe(project.id(), &statement.sql)

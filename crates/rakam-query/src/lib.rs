@@ -31,7 +31,10 @@ pub use export::{ExportEncoder, ExportFormat};
 pub use guard::{check_statement, GuardedStatement};
 pub use live_filter::BatchFilter;
 pub use materialized::{
-    received_after_postgres, MaterializedTables, ReceivedWindow, MATERIALIZED_SCHEMA,
+    received_after_postgres, MaterializedTables, ReceivedWindow, CONTINUOUS_SCHEMA,
+    MATERIALIZED_SCHEMA,
 };
 pub use memory::QueryMemory;
-pub use native::{materialized_names, prepare_native, prepare_native_scoped, NativeScope};
+pub use native::{
+    materialized_names, prepare_native, prepare_native_scoped, relations_in_schema, NativeScope,
+};

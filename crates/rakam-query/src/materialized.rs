@@ -20,6 +20,8 @@ use crate::QueryError;
 
 /// The schema name views are read under.
 pub const MATERIALIZED_SCHEMA: &str = "materialized";
+/// The schema name continuous queries are read under.
+pub const CONTINUOUS_SCHEMA: &str = "continuous";
 
 /// Events received after `after_ms` (when set) and at or before
 /// `through_ms` (when set), by `_server_time` in epoch milliseconds.
@@ -108,13 +110,23 @@ pub trait MaterializedTables: Send + Sync + std::fmt::Debug {
         project: &Arc<ProjectSnapshot>,
         name: &str,
     ) -> Result<Option<String>, QueryError>;
+
+    /// A continuous query (`continuous.<name>`), current to the last
+    /// acknowledged event; `None` when the project has no such query.
+    /// Always read in DataFusion (its sketches need Rakam's functions).
+    async fn continuous_table(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, QueryError>;
 }
 
-/// `materialized.<name>` in a DataFusion session.
+/// `materialized.<name>` (or `continuous.<name>`) in a DataFusion session.
 #[derive(Debug)]
 pub(crate) struct MaterializedSchema {
     pub(crate) views: Arc<dyn MaterializedTables>,
     pub(crate) project: Arc<ProjectSnapshot>,
+    pub(crate) continuous: bool,
 }
 
 #[async_trait]
@@ -124,10 +136,11 @@ impl SchemaProvider for MaterializedSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        self.views
-            .datafusion_table(&self.project, name)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+        let table = match self.continuous {
+            true => self.views.continuous_table(&self.project, name).await,
+            false => self.views.datafusion_table(&self.project, name).await,
+        };
+        table.map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     fn table_exist(&self, _name: &str) -> bool {

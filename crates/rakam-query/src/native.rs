@@ -51,26 +51,37 @@ pub struct NativeScope {
 /// The views (`materialized.<name>`) a statement names, lower-cased as
 /// PostgreSQL folds unquoted names; empty when it does not parse.
 pub fn materialized_names(sql: &str, dialect: NativeDialect) -> Vec<String> {
+    relations_in_schema(sql, dialect, MATERIALIZED_SCHEMA)
+}
+
+/// The tables of `schema` a statement names (lower-cased); empty when it
+/// does not parse.
+pub fn relations_in_schema(sql: &str, dialect: NativeDialect, schema: &str) -> Vec<String> {
     let NativeDialect::PostgreSql = dialect;
     let Ok((statement, _)) = parse_one(sql, &PostgreSqlDialect {}) else {
         return Vec::new();
     };
-    let mut found = ViewNames::default();
+    let mut found = ViewNames {
+        schema,
+        names: Default::default(),
+    };
     let _ = Visit::visit(&statement, &mut found);
-    found.0.into_iter().collect()
+    found.names.into_iter().collect()
 }
 
-#[derive(Default)]
-struct ViewNames(std::collections::BTreeSet<String>);
+struct ViewNames<'a> {
+    schema: &'a str,
+    names: std::collections::BTreeSet<String>,
+}
 
-impl Visitor for ViewNames {
+impl Visitor for ViewNames<'_> {
     type Break = ();
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
         let parts: Vec<&Ident> = relation.0.iter().filter_map(ident_value).collect();
         if let [schema, table] = parts.as_slice() {
-            if Tables::name_of(schema) == MATERIALIZED_SCHEMA {
-                self.0.insert(Tables::name_of(table));
+            if Tables::name_of(schema) == self.schema {
+                self.names.insert(Tables::name_of(table));
             }
         }
         ControlFlow::Continue(())

@@ -85,3 +85,43 @@ impl Rakam {
         Ok(self.views.refresh(&snapshot, table_name).await?)
     }
 }
+
+/// Continuous queries (`/continuous-query/*`), on the views service.
+impl Rakam {
+    pub async fn create_continuous(&self, project: &ProjectInfo, request: Value) -> Result<()> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.create_continuous(&snapshot, request).await?)
+    }
+
+    pub async fn list_continuous(&self, project: &ProjectInfo) -> Result<Vec<Value>> {
+        Ok(self.views.list_continuous(&project.id).await?)
+    }
+
+    pub async fn get_continuous(&self, project: &ProjectInfo, table_name: &str) -> Result<Value> {
+        Ok(self.views.get_continuous(&project.id, table_name).await?)
+    }
+
+    pub async fn continuous_schemas(
+        &self,
+        project: &ProjectInfo,
+        names: Option<&[String]>,
+    ) -> Result<Vec<(String, SchemaRef)>> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.continuous_schemas(&snapshot, names).await?)
+    }
+
+    pub async fn delete_continuous(&self, project: &ProjectInfo, table_name: &str) -> Result<()> {
+        Ok(self
+            .views
+            .delete_continuous(&project.id, table_name)
+            .await?)
+    }
+
+    /// Whether the query can be maintained incrementally (an error says why
+    /// not).
+    pub async fn test_continuous(&self, project: &ProjectInfo, query: &str) -> Result<()> {
+        let snapshot = self.snapshot(project).await?;
+        self.views.check_continuous(&snapshot, query).await?;
+        Ok(())
+    }
+}

@@ -61,7 +61,7 @@ impl CollectionProvider {
         let groups = self.target_partitions.max(1);
         let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
         for (index, (path, size)) in self.files.iter().enumerate() {
-            file_groups[index % groups].push(PartitionedFile::new(path.to_string_lossy(), *size));
+            file_groups[index % groups].push(partitioned_file(path, *size));
         }
         let file_groups = file_groups
             .into_iter()
@@ -125,4 +125,16 @@ impl TableProvider for CollectionProvider {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// A file of the scan. The location is the path as it is: `Path::from`
+/// would percent-encode characters such as the `~` of an encoded
+/// collection directory, which the local store then looks for literally.
+fn partitioned_file(path: &std::path::Path, size: u64) -> PartitionedFile {
+    let text = path.to_string_lossy();
+    let mut file = PartitionedFile::new(text.as_ref(), size);
+    if let Ok(location) = datafusion::object_store::path::Path::parse(text.as_ref()) {
+        file.object_meta.location = location;
+    }
+    file
 }

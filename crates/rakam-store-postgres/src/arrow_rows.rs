@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int16Array, Int32Array,
-    Int64Array, ListBuilder, StringArray, StringBuilder, TimestampMillisecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array, Int16Array,
+    Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -34,6 +34,7 @@ enum Kind {
     TimestampTz,
     Timestamp,
     Date,
+    Bytes,
     /// One-dimensional arrays, read as text lists unless listed here.
     List(Box<Kind>),
 }
@@ -52,6 +53,7 @@ fn kind_of(ty: &Type) -> Option<Kind> {
         Type::TIMESTAMPTZ => Kind::TimestampTz,
         Type::TIMESTAMP => Kind::Timestamp,
         Type::DATE => Kind::Date,
+        Type::BYTEA => Kind::Bytes,
         Type::BOOL_ARRAY => Kind::List(Box::new(Kind::Bool)),
         Type::INT8_ARRAY => Kind::List(Box::new(Kind::Int64)),
         Type::INT4_ARRAY => Kind::List(Box::new(Kind::Int32)),
@@ -162,6 +164,7 @@ fn scalar_array(kind: &Kind, rows: &[Row], index: usize) -> Result<ArrayRef> {
                     .collect::<Vec<_>>(),
             ))
         }
+        Kind::Bytes => Arc::new(BinaryArray::from(column_values::<&[u8]>(rows, index)?)),
         Kind::List(inner) => list_array(inner, rows, index)?,
     })
 }
@@ -232,6 +235,7 @@ fn data_type(kind: &Kind) -> DataType {
         Kind::TimestampTz => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
         Kind::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
         Kind::Date => DataType::Date32,
+        Kind::Bytes => DataType::Binary,
         Kind::List(inner) => {
             let item = match inner.as_ref() {
                 Kind::Bool

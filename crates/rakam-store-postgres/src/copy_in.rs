@@ -22,6 +22,7 @@ fn element_oid(data_type: &DataType) -> Result<u32> {
         DataType::Float64 => 701,
         DataType::Boolean => 16,
         DataType::Utf8 => 25,
+        DataType::Binary => 17,
         DataType::Date32 => 1082,
         DataType::Timestamp(TimeUnit::Millisecond, _) => 1184,
         other => return Err(unsupported(other)),
@@ -53,6 +54,11 @@ fn write_scalar(out: &mut BytesMut, array: &ArrayRef, row: usize) -> Result<()> 
             let text = array.as_string::<i32>().value(row);
             out.put_i32(length(text.len())?);
             out.put_slice(text.as_bytes());
+        }
+        DataType::Binary => {
+            let bytes = array.as_binary::<i32>().value(row);
+            out.put_i32(length(bytes.len())?);
+            out.put_slice(bytes);
         }
         DataType::Date32 => {
             out.put_i32(4);

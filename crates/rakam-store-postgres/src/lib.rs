@@ -21,6 +21,7 @@ mod numeric;
 mod provider;
 mod store;
 pub mod testing;
+mod view_snapshot;
 mod views;
 
 pub use catalog::PgCatalog;

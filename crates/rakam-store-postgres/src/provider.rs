@@ -220,7 +220,10 @@ impl Drop for CancelOnDrop {
 }
 
 /// The rows as a batch of exactly the declared (projected) schema.
-fn conform(rows: &[tokio_postgres::Row], schema: &SchemaRef) -> Result<RecordBatch, StoreError> {
+pub(crate) fn conform(
+    rows: &[tokio_postgres::Row],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, StoreError> {
     let columns = rows.first().map(|r| r.columns()).unwrap_or(&[]);
     let batch = rows_to_batch(columns, rows)?;
     let mut arrays = Vec::with_capacity(schema.fields().len());

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use crate::connection::{pg_error, Shared};
 use crate::copy_in::{check_batch, encode_rows, HEADER, TRAILER};
 use crate::names::{quote, reader_role, view};
-use crate::provider::PgCollectionProvider;
 
 const ROWS_PER_CHUNK: usize = 4_096;
 
@@ -47,6 +46,14 @@ fn rows_table_name(table_name: &str) -> String {
 /// real-time read takes it in the same statement (and snapshot) as the rows.
 fn covered_table(project_id: &str) -> String {
     view(project_id, "$materialized")
+}
+
+fn covered_through_sql(project_id: &str, table_name: &str) -> String {
+    format!(
+        "(SELECT covered_through_ms FROM {} WHERE table_name = {})",
+        covered_table(project_id),
+        crate::names::literal(table_name)
+    )
 }
 
 async fn create_covered_table(client: &impl GenericClient, project_id: &str) -> Result<()> {
@@ -90,6 +97,9 @@ fn storage_type(data_type: &DataType) -> Result<(DataType, String)> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             (DataType::Utf8, "text".into())
         }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            (DataType::Binary, "bytea".into())
+        }
         DataType::Date32 | DataType::Date64 => (DataType::Date32, "date".into()),
         DataType::Timestamp(_, Some(zone)) => (
             DataType::Timestamp(TimeUnit::Millisecond, Some(zone.clone())),
@@ -127,6 +137,7 @@ fn arrow_type(sql_type: &str) -> DataType {
             "bigint" => DataType::Int64,
             "double precision" => DataType::Float64,
             "date" => DataType::Date32,
+            "bytea" => DataType::Binary,
             "timestamptz" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, None),
             _ => DataType::Utf8,
@@ -459,23 +470,27 @@ impl ViewStore for PgViews {
         project: &ProjectId,
         table_name: &str,
     ) -> Result<Option<(Arc<dyn TableProvider>, ViewState)>> {
-        // The scan reads the table when the query runs, which may be after
-        // a later refresh: client SQL on this backend reads views through
-        // `native_relation` instead, in one statement.
         let Some(stored) = self.get(project, table_name).await? else {
             return Ok(None);
         };
         let Some(schema) = stored.schema else {
             return Ok(None);
         };
-        let provider = Arc::new(PgCollectionProvider::new(
-            self.shared.clone(),
+        let rows_table = view(project.as_str(), &rows_table_name(table_name));
+        let covered = covered_through_sql(project.as_str(), table_name);
+        let (provider, covered_through_ms) = crate::view_snapshot::read_consistently(
+            &self.shared,
             project.as_str(),
-            &rows_table_name(table_name),
+            &rows_table,
+            &covered,
             schema,
-            true,
-        ));
-        Ok(Some((provider, stored.state)))
+        )
+        .await?;
+        let state = ViewState {
+            covered_through_ms,
+            ..stored.state
+        };
+        Ok(Some((provider, state)))
     }
 
     fn native_table_name(&self, project: &ProjectId, table_name: &str) -> Option<String> {
@@ -483,11 +498,7 @@ impl ViewStore for PgViews {
     }
 
     fn native_covered_through(&self, project: &ProjectId, table_name: &str) -> Option<String> {
-        Some(format!(
-            "(SELECT covered_through_ms FROM {} WHERE table_name = {})",
-            covered_table(project.as_str()),
-            crate::names::literal(table_name)
-        ))
+        Some(covered_through_sql(project.as_str(), table_name))
     }
 
     async fn delete_project(&self, project: &ProjectId) -> Result<()> {

@@ -10,6 +10,9 @@
 //! - [`flow`]: `rakam_flow(t, label, anchor_flag, spec)` → the labels of the
 //!   user's path from (or to) the anchor event.
 //!
+//! - [`hll`]: `rakam_hll_sketch`, `rakam_hll_merge` and `rakam_hll_estimate`,
+//!   a HyperLogLog whose sketches can be stored and merged later.
+//!
 //! All are registered in every query session, so they can be called from
 //! SQL as well as by the analysis endpoints.
 
@@ -17,6 +20,7 @@ mod arena;
 mod event_rows;
 pub mod flow;
 pub mod funnel;
+pub mod hll;
 pub mod retention;
 mod spec;
 
@@ -31,6 +35,9 @@ pub fn register_all(context: &SessionContext) {
     for udaf in all() {
         context.register_udaf(udaf);
     }
+    for udf in hll::udfs() {
+        context.register_udf(udf);
+    }
 }
 
 pub fn all() -> Vec<AggregateUDF> {
@@ -38,5 +45,7 @@ pub fn all() -> Vec<AggregateUDF> {
         AggregateUDF::from(funnel::FunnelUdaf::new()),
         AggregateUDF::from(retention::RetentionUdaf::new()),
         AggregateUDF::from(flow::FlowUdaf::new()),
+        AggregateUDF::from(hll::SketchUdaf::sketch()),
+        AggregateUDF::from(hll::SketchUdaf::merge()),
     ]
 }

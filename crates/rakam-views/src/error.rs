@@ -13,6 +13,13 @@ pub enum ViewError {
     Invalid(String),
     #[error("materialized view {0:?} does not exist")]
     NotFound(String),
+    /// A continuous query that cannot be maintained, with the reason.
+    #[error("{0}")]
+    InvalidContinuous(String),
+    #[error("continuous query {0:?} does not exist")]
+    ContinuousNotFound(String),
+    #[error("a continuous query named {0:?} exists")]
+    ContinuousExists(String),
 }
 
 impl ErrorExt for ViewError {
@@ -22,6 +29,9 @@ impl ErrorExt for ViewError {
             Self::Query(inner) => inner.code(),
             Self::Invalid(_) => ErrorCode::InvalidView,
             Self::NotFound(_) => ErrorCode::ViewNotFound,
+            Self::InvalidContinuous(_) => ErrorCode::InvalidContinuousQuery,
+            Self::ContinuousNotFound(_) => ErrorCode::ContinuousQueryNotFound,
+            Self::ContinuousExists(_) => ErrorCode::ContinuousQueryExists,
         }
     }
 }

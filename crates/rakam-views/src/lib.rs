@@ -9,6 +9,7 @@
 //!           real_time ─▶ stored rows ∪ the query over events after `covered`
 //! ```
 
+pub mod continuous;
 mod definition;
 mod error;
 mod read;
@@ -50,6 +51,8 @@ struct Inner {
     /// The last failed refresh of a view, shown by `/get` and retried after
     /// a pause rather than at every round.
     failures: Mutex<HashMap<ViewKey, (i64, String)>>,
+    /// Rows of each continuous query's partials after its last compaction.
+    compacted: Mutex<HashMap<ViewKey, u64>>,
     stopping: tokio::sync::watch::Sender<bool>,
     /// The background round and the refreshes it or a reader started.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -76,6 +79,7 @@ impl Views {
                 engine,
                 refreshing: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
+                compacted: Mutex::new(HashMap::new()),
                 stopping,
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -196,6 +200,7 @@ impl Views {
         let views = self.inner.store.list(project).await?;
         Ok(views
             .iter()
+            .filter(|view| !continuous::is_hidden(&view.definition.table_name))
             .map(|view| self.described(project, view))
             .collect())
     }
@@ -224,6 +229,9 @@ impl Views {
         let mut schemas = Vec::new();
         for view in self.inner.store.list(project.id()).await? {
             let name = view.definition.table_name.clone();
+            if continuous::is_hidden(&name) {
+                continue;
+            }
             if names.is_some_and(|names| !names.iter().any(|n| n.eq_ignore_ascii_case(&name))) {
                 continue;
             }
@@ -289,6 +297,15 @@ impl Views {
             .get(project, &name)
             .await?
             .ok_or(ViewError::NotFound(name))
+    }
+
+    /// A view or a continuous query's hidden view, by its stored name.
+    pub(crate) async fn stored_any(&self, project: &ProjectId, name: &str) -> Result<StoredView> {
+        self.inner
+            .store
+            .get(project, name)
+            .await?
+            .ok_or_else(|| ViewError::NotFound(name.to_string()))
     }
 
     fn lock_of(&self, project: &ProjectId, table_name: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -12,6 +12,7 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use rakam_query::{MaterializedTables, QueryError, ReceivedWindow};
 use rakam_store_api::{ProjectSnapshot, StoreError, StoredView};
 
+use crate::continuous::is_hidden;
 use crate::refresh::{is_stale, now_ms, Trigger};
 use crate::{ViewError, Views};
 
@@ -21,7 +22,12 @@ impl From<ViewError> for QueryError {
             ViewError::Query(inner) => inner,
             ViewError::Store(inner) => QueryError::Store(inner),
             ViewError::NotFound(name) => QueryError::Store(StoreError::ViewNotFound(name)),
-            ViewError::Invalid(message) => QueryError::Execution(message),
+            ViewError::Invalid(message) | ViewError::InvalidContinuous(message) => {
+                QueryError::Execution(message)
+            }
+            error @ (ViewError::ContinuousNotFound(_) | ViewError::ContinuousExists(_)) => {
+                QueryError::Execution(error.to_string())
+            }
         }
     }
 }
@@ -85,11 +91,54 @@ impl MaterializedTables for WeakViews {
     ) -> Result<Option<String>, QueryError> {
         self.views()?.native_relation(project, name).await
     }
+
+    async fn continuous_table(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
+        self.views()?.continuous_table(project, name).await
+    }
 }
 
 #[async_trait]
 impl MaterializedTables for Views {
     async fn datafusion_table(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
+        // A continuous query's partials are not a view of their own.
+        if is_hidden(name) {
+            return Ok(None);
+        }
+        self.stored_table(project, name).await
+    }
+
+    async fn native_relation(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        name: &str,
+    ) -> Result<Option<String>, QueryError> {
+        if is_hidden(name) {
+            return Ok(None);
+        }
+        self.native_view(project, name).await
+    }
+
+    async fn continuous_table(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
+        Ok(self.continuous_provider(project, name).await?)
+    }
+}
+
+impl Views {
+    /// The view's rows for DataFusion, with those of the recent events for
+    /// a real-time view.
+    pub(crate) async fn stored_table(
         &self,
         project: &Arc<ProjectSnapshot>,
         name: &str,
@@ -127,7 +176,7 @@ impl MaterializedTables for Views {
         Ok(Some(Arc::new(ViewTable::new(plan, None))))
     }
 
-    async fn native_relation(
+    async fn native_view(
         &self,
         project: &Arc<ProjectSnapshot>,
         name: &str,

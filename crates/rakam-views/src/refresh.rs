@@ -14,7 +14,7 @@ use rakam_store_api::{
     ProjectId, ProjectSnapshot, StoreError, StoredView, ViewState, ViewWrite, ViewWriteMode,
 };
 
-use crate::{Result, ViewError, Views, RETRY_AFTER_MS};
+use crate::{continuous, Result, ViewError, Views, RETRY_AFTER_MS};
 
 /// Why a refresh runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +47,12 @@ impl Views {
         project: &Arc<ProjectSnapshot>,
         name: &str,
     ) -> Result<StoredView> {
-        let view = self.stored(project.id(), name).await?;
+        let view = self.stored_any(project.id(), name).await?;
         if view.state.generation > 0 {
             return Ok(view);
         }
         self.refresh_view(project, name, Trigger::FirstRead).await?;
-        self.stored(project.id(), name).await
+        self.stored_any(project.id(), name).await
     }
 
     pub(crate) async fn refresh_view(
@@ -70,7 +70,7 @@ impl Views {
             },
             Trigger::Request | Trigger::FirstRead => lock.lock_owned().await,
         };
-        let view = self.stored(project.id(), name).await?;
+        let view = self.stored_any(project.id(), name).await?;
         let due = match trigger {
             Trigger::Request => true,
             Trigger::FirstRead => view.state.generation == 0,
@@ -130,6 +130,7 @@ impl Views {
         // After the barrier: every collection an event up to it went to.
         let snapshot = self.inner.catalog.snapshot(project.id()).await?;
         let covered = view.state.covered_through_ms;
+        let continuous = continuous::spec_of(&view.definition);
         let incremental = view.definition.incremental && view.schema.is_some() && covered.is_some();
         if incremental {
             match self
@@ -139,10 +140,21 @@ impl Views {
                 Err(ViewError::Store(StoreError::ViewColumnsChanged(_))) => {
                     tracing::info!(view = %view.definition.table_name, "the view's columns changed: rebuilding it whole");
                 }
+                Ok(state) => {
+                    return Ok(match continuous {
+                        Some(spec) => self.compact_if_grown(&snapshot, &spec, state).await,
+                        None => state,
+                    })
+                }
                 other => return other,
             }
         }
-        self.write(&snapshot, &view, None, through, ViewWriteMode::Replace)
+        // A continuous query created without replay counts the events
+        // received after its creation only, also when rebuilt.
+        let start = continuous
+            .filter(|spec| !spec.replay)
+            .map(|spec| spec.created_at_ms);
+        self.write(&snapshot, &view, start, through, ViewWriteMode::Replace)
             .await
     }
 
@@ -158,7 +170,10 @@ impl Views {
             after_ms,
             through_ms: Some(through_ms),
         };
-        let engine = self.inner.engine.for_view_query(window);
+        let mut engine = self.inner.engine.for_view_query(window);
+        if continuous::spec_of(&view.definition).is_some() {
+            engine = engine.in_datafusion();
+        }
         let stream = engine
             .execute_stream(snapshot, &view.definition.query, None)
             .await?;

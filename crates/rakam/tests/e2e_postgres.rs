@@ -17,6 +17,8 @@ mod bad_input;
 mod clients;
 #[path = "e2e/collect.rs"]
 mod collect;
+#[path = "e2e/continuous.rs"]
+mod continuous;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/governance.rs"]

@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod clients;
 mod collect;
+mod continuous;
 mod crash;
 mod full_disk;
 mod governance;

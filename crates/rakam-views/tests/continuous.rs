@@ -1,0 +1,243 @@
+//! After random interleavings of ingestion, refreshes, compactions and
+//! restarts, every continuous query read at any moment equals its SELECT
+//! run from scratch on the raw events (its approximate distinct count
+//! equals the same sketch computed from scratch). Half of the cases run on
+//! PostgreSQL when it is there.
+
+mod common;
+
+use common::{block_on, use_postgres, Location, Server, URLS};
+use proptest::prelude::*;
+use rakam_store_api::ProjectInfo;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Events as (url index, n).
+    Ingest(Vec<(usize, i64)>),
+    Refresh(usize),
+    Compact(usize),
+    Restart,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => prop::collection::vec((0..URLS.len(), -5_i64..50), 1..12).prop_map(Step::Ingest),
+        2 => (0..QUERIES.len()).prop_map(Step::Refresh),
+        1 => (0..QUERIES.len()).prop_map(Step::Compact),
+        1 => Just(Step::Restart),
+    ]
+}
+
+/// (name, the continuous query, the same from scratch)
+const QUERIES: [(&str, &str, &str); 3] = [
+    (
+        "by_url",
+        "SELECT url, count(*) AS hits, sum(n) AS total, min(n) AS lo, max(n) AS hi, avg(n) AS mean, approx_distinct(n) AS values FROM pageview GROUP BY url",
+        "SELECT url, count(*) AS hits, sum(n) AS total, min(n) AS lo, max(n) AS hi, avg(n) AS mean, rakam_hll_estimate(rakam_hll_sketch(n)) AS values FROM pageview GROUP BY url",
+    ),
+    (
+        "overall",
+        "SELECT count(*) AS events, sum(n) FILTER (WHERE n > 10) AS big FROM pageview",
+        "SELECT count(*) AS events, sum(n) FILTER (WHERE n > 10) AS big FROM pageview",
+    ),
+    (
+        "busy",
+        "SELECT upper(url) AS page, count(*) * 2 AS twice FROM pageview WHERE n >= 0 GROUP BY url HAVING count(*) > 1",
+        "SELECT upper(url) AS page, count(*) * 2 AS twice FROM pageview WHERE n >= 0 GROUP BY url HAVING count(*) > 1",
+    ),
+];
+
+async fn create(server: &Server, project: &ProjectInfo, name: &str, query: &str, replay: bool) {
+    let snapshot = server.snapshot(project).await;
+    server
+        .views
+        .create_continuous(
+            &snapshot,
+            json!({"continuous_query": {"table_name": name, "name": name, "query": query}, "replay": replay}),
+        )
+        .await
+        .expect("create");
+}
+
+async fn check_all(server: &Server, project: &ProjectInfo, moment: &str) {
+    for (name, _, scratch) in QUERIES {
+        let expected = server
+            .rows_in_datafusion(project, &format!("{scratch} ORDER BY 1"))
+            .await;
+        let read = server
+            .rows(
+                project,
+                &format!("SELECT * FROM continuous.{name} ORDER BY 1"),
+            )
+            .await;
+        assert_eq!(read, expected, "{name} {moment}");
+    }
+}
+
+async fn run(steps: Vec<Step>, on_postgres: bool) {
+    let location = Location::new(on_postgres, "the continuous query property test");
+    let mut server = location.open().await;
+    let project = server.create_project("continuous").await;
+    server.ingest(&project, &[(0, 1), (1, 20)]).await;
+    for (name, query, _) in QUERIES {
+        create(&server, &project, name, query, true).await;
+    }
+    check_all(&server, &project, "after creation").await;
+    for step in steps {
+        match &step {
+            Step::Ingest(events) => server.ingest(&project, events).await,
+            Step::Restart => {
+                server.stop().await;
+                server = location.open().await;
+            }
+            Step::Refresh(index) => {
+                let snapshot = server.snapshot(&project).await;
+                server
+                    .views
+                    .refresh_continuous(&snapshot, QUERIES[*index].0)
+                    .await
+                    .expect("refresh");
+            }
+            Step::Compact(index) => {
+                let snapshot = server.snapshot(&project).await;
+                server
+                    .views
+                    .compact_continuous(&snapshot, QUERIES[*index].0)
+                    .await
+                    .expect("compact");
+            }
+        }
+        check_all(&server, &project, &format!("after {step:?}")).await;
+    }
+    server.stop().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn continuous_queries_equal_their_query_from_scratch(
+        steps in prop::collection::vec(step(), 1..14),
+        case in any::<u64>(),
+    ) {
+        block_on(run(steps, use_postgres(case, "half of the continuous query property cases")));
+    }
+}
+
+/// Each query that cannot be maintained is refused with its reason.
+#[test]
+fn unmaintainable_queries_are_refused_with_the_reason() {
+    block_on(async {
+        let location = Location::new(false, "");
+        let server = location.open().await;
+        let project = server.create_project("refused").await;
+        server.ingest(&project, &[(0, 1)]).await;
+        let snapshot = server.snapshot(&project).await;
+        for (query, reason) in [
+            (
+                "SELECT count(DISTINCT url) FROM pageview",
+                "approx_distinct",
+            ),
+            (
+                "SELECT median(n) FROM pageview",
+                "median() cannot be maintained",
+            ),
+            (
+                "SELECT url, n FROM pageview GROUP BY url",
+                "column n is neither in GROUP BY",
+            ),
+            (
+                "SELECT url FROM pageview",
+                "column url is neither in GROUP BY",
+            ),
+            (
+                "SELECT count(*) FROM pageview ORDER BY 1",
+                "ORDER BY and LIMIT",
+            ),
+            (
+                "SELECT count(*) FROM pageview LIMIT 3",
+                "ORDER BY and LIMIT",
+            ),
+            (
+                "SELECT count(*) FROM pageview a JOIN pageview b ON a.n = b.n",
+                "joins",
+            ),
+            (
+                "SELECT count(*) FROM (SELECT * FROM pageview) t",
+                "not a subquery",
+            ),
+            (
+                "SELECT count(*) FROM pageview WHERE n IN (SELECT n FROM pageview)",
+                "subqueries",
+            ),
+            (
+                "SELECT row_number() OVER () FROM pageview",
+                "window functions",
+            ),
+            ("WITH t AS (SELECT 1) SELECT count(*) FROM pageview", "WITH"),
+            ("SELECT * FROM pageview", "*"),
+            ("SELECT count(*) FROM nosuch", "nosuch"),
+            ("SELECT count(*) FROM materialized.x", "collection"),
+            (
+                "SELECT count(*) AS a, sum(n) AS a FROM pageview",
+                "same name",
+            ),
+        ] {
+            let error = server
+                .views
+                .check_continuous(&snapshot, query)
+                .await
+                .expect_err(query);
+            assert!(
+                error.to_string().contains(reason),
+                "{query}: {error} does not say {reason:?}"
+            );
+        }
+        server.stop().await;
+    });
+}
+
+/// Without `replay`, a continuous query counts only the events received
+/// after its creation; with it, the whole collection.
+#[test]
+fn replay_decides_whether_history_counts() {
+    block_on(async {
+        let location = Location::new(false, "");
+        let server = location.open().await;
+        let project = server.create_project("replayed").await;
+        server.ingest(&project, &[(0, 1), (1, 2), (2, 3)]).await;
+        let query = "SELECT count(*) AS events, sum(n) AS total FROM pageview";
+        create(&server, &project, "history", query, true).await;
+        create(&server, &project, "fresh", query, false).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        server.ingest(&project, &[(3, 10)]).await;
+        let read = |name: &'static str| {
+            let (server, project) = (&server, &project);
+            async move {
+                server
+                    .rows(project, &format!("SELECT * FROM continuous.{name}"))
+                    .await
+            }
+        };
+        assert_eq!(read("history").await, [[json!(4.0), json!(16.0)]]);
+        assert_eq!(read("fresh").await, [[json!(1.0), json!(10.0)]]);
+        let described = server
+            .views
+            .get_continuous(&project.id, "fresh")
+            .await
+            .expect("get");
+        assert_eq!(described["replay"], Value::Bool(false));
+        assert_eq!(described["query"], json!(query));
+        assert!(
+            server
+                .views
+                .list(&project.id)
+                .await
+                .expect("list")
+                .is_empty(),
+            "a continuous query is not a materialized view"
+        );
+        server.stop().await;
+    });
+}
