@@ -1,5 +1,6 @@
-//! `/continuous-query/*` (Rakam's 2017 API): creating and deleting take
-//! the master key; reading and testing, the read key.
+//! `/continuous-query/*` (Rakam's 2017 API) and `/realtime/*` (real-time
+//! reports, kept as continuous queries): creating and deleting take the
+//! master key; reading and testing, the read key.
 
 use std::collections::HashMap;
 
@@ -104,4 +105,51 @@ pub(crate) async fn test(
         .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "query is required"))?;
     state.rakam.test_continuous(&project, &query).await?;
     Ok(Json(true))
+}
+
+pub(crate) async fn create_realtime(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Master).await?;
+    let request: Value = body_json(&state, &headers, body).await?;
+    state.rakam.create_realtime(&project, request).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+pub(crate) async fn list_realtime(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
+    Ok(Json(state.rakam.list_realtime(&project).await?))
+}
+
+pub(crate) async fn get_realtime(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Read).await?;
+    let request: Value = body_json(&state, &headers, body).await?;
+    Ok(Json(state.rakam.query_realtime(&project, request).await?))
+}
+
+pub(crate) async fn delete_realtime(
+    State(state): State<AppState>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let project = authorize(&state, &headers, &params, KeyKind::Master).await?;
+    let request: NamedView = body_json(&state, &headers, body).await?;
+    state
+        .rakam
+        .delete_realtime(&project, request.table_name()?)
+        .await?;
+    Ok(Json(json!({"success": true})))
 }

@@ -181,6 +181,10 @@ pub fn router(state: AppState) -> Router {
         .route("/continuous-query/schema", post(continuous_routes::schema))
         .route("/continuous-query/delete", post(continuous_routes::delete))
         .route("/continuous-query/test", post(continuous_routes::test))
+        .route("/realtime/create", post(continuous_routes::create_realtime))
+        .route("/realtime/list", any(continuous_routes::list_realtime))
+        .route("/realtime/get", post(continuous_routes::get_realtime))
+        .route("/realtime/delete", post(continuous_routes::delete_realtime))
         .route("/metrics", get(metrics::render))
         .route("/health", get(health))
         .fallback(|uri: axum::http::Uri| async move {

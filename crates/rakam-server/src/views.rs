@@ -125,3 +125,24 @@ impl Rakam {
         Ok(())
     }
 }
+
+/// Real-time reports (`/realtime/*`), kept as continuous queries.
+impl Rakam {
+    pub async fn create_realtime(&self, project: &ProjectInfo, request: Value) -> Result<()> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.create_realtime(&snapshot, request).await?)
+    }
+
+    pub async fn list_realtime(&self, project: &ProjectInfo) -> Result<Vec<Value>> {
+        Ok(self.views.list_realtime(&project.id).await?)
+    }
+
+    pub async fn query_realtime(&self, project: &ProjectInfo, request: Value) -> Result<Value> {
+        let snapshot = self.snapshot(project).await?;
+        Ok(self.views.query_realtime(&snapshot, request).await?)
+    }
+
+    pub async fn delete_realtime(&self, project: &ProjectInfo, table_name: &str) -> Result<()> {
+        Ok(self.views.delete_realtime(&project.id, table_name).await?)
+    }
+}

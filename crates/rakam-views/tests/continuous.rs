@@ -1,7 +1,8 @@
 //! After random interleavings of ingestion, refreshes, compactions and
 //! restarts, every continuous query read at any moment equals its SELECT
 //! run from scratch on the raw events (its approximate distinct count
-//! equals the same sketch computed from scratch). Half of the cases run on
+//! equals the same sketch computed from scratch), and so does a real-time
+//! report over the events received since its creation. Half of the cases run on
 //! PostgreSQL when it is there.
 
 mod common;
@@ -73,6 +74,51 @@ async fn check_all(server: &Server, project: &ProjectInfo, moment: &str) {
             .await;
         assert_eq!(read, expected, "{name} {moment}");
     }
+    check_realtime(server, project, moment).await;
+}
+
+/// The real-time report over every slide equals the query from scratch
+/// over the events received after its creation.
+async fn check_realtime(server: &Server, project: &ProjectInfo, moment: &str) {
+    let created = server
+        .views
+        .get_continuous(&project.id, "live")
+        .await
+        .expect("get")["created_at"]
+        .as_i64()
+        .expect("created_at");
+    let expected = server
+        .rows_in_datafusion(
+            project,
+            &format!("SELECT url, sum(n) FROM pageview WHERE _server_time > to_timestamp_millis({created}) GROUP BY url ORDER BY 1"),
+        )
+        .await;
+    let snapshot = server.snapshot(project).await;
+    let now = created / 1000;
+    let answer = server
+        .views
+        .query_realtime(
+            &snapshot,
+            json!({"table_name": "live", "measure": {"column": "n", "aggregation": "SUM"},
+                   "dimensions": ["url"], "aggregate": true,
+                   "date_start": now - 60, "date_end": now + 3600}),
+        )
+        .await
+        .expect("realtime");
+    let read: Vec<Vec<Value>> = answer["result"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .cloned()
+                .map(common::normal)
+                .collect()
+        })
+        .collect();
+    assert_eq!(read, expected, "real-time report {moment}");
 }
 
 async fn run(steps: Vec<Step>, on_postgres: bool) {
@@ -83,6 +129,16 @@ async fn run(steps: Vec<Step>, on_postgres: bool) {
     for (name, query, _) in QUERIES {
         create(&server, &project, name, query, true).await;
     }
+    let snapshot = server.snapshot(&project).await;
+    server
+        .views
+        .create_realtime(
+            &snapshot,
+            json!({"name": "live", "table_name": "live", "collections": ["pageview"],
+                   "measures": [{"column": "n", "aggregation": "SUM"}], "dimensions": ["url"]}),
+        )
+        .await
+        .expect("realtime");
     check_all(&server, &project, "after creation").await;
     for step in steps {
         match &step {

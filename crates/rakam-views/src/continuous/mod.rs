@@ -9,6 +9,7 @@
 mod compact;
 pub mod compile;
 mod read;
+mod realtime;
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};

@@ -25,7 +25,9 @@ import urllib3
 from rakam_client import (AnalyzeRequest, CommitBulkEvents, Configuration,
                           CreateProject, Event, EventContext, EventList,
                           Execute, FunnelQuery, FunnelStep, FunnelWindow,
-                          Measure, Reference, RetentionAction, RetentionQuery)
+                          Measure, RealTimeReport, RealtimeDeleteTable,
+                          RealtimeQueryTable, Reference, RetentionAction,
+                          RetentionQuery)
 from rakam_client.rest import ApiException
 
 DAY0 = datetime.date(2024, 3, 4)
@@ -174,6 +176,31 @@ def main(base_url):
     expected = {"/": 6, "/pricing": 5, "/docs": 4, "/blog": 3, "/about": 2}
     expect("POST /event-explorer/analyze", by_page == expected,
            "counts by page %r (rows %r), expected %r" % (by_page, rows, expected))
+
+    # 9. A real-time report: seconds on each page, over events sent after it.
+    realtime = rakam_client.RealtimeApi(client)
+    ok = call("POST /realtime/create", realtime.create_table, real_time_report=RealTimeReport(
+        name="Live pages", table_name="live_pages", collections=["pageview"],
+        measures=[Measure(column="duration", aggregation="SUM")], dimensions=["page"]))
+    expect("POST /realtime/create", ok is not None and ok.success is True, "answered %r" % (ok,))
+    time.sleep(0.05)
+    live = [event("pageview", u, 0, 11, i, page="/live", duration=2.0) for i, u in enumerate(USERS[:3])]
+    call("POST /event/batch (live)", collect.batch_events,
+         event_list=EventList(api=EventContext(api_key=keys.write_key), events=live))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    report = call("POST /realtime/get", realtime.query_table, realtime_query_table=RealtimeQueryTable(
+        table_name="live_pages", measure=Measure(column="duration", aggregation="SUM"),
+        dimensions=["page"], aggregate=True,
+        date_start=now - datetime.timedelta(minutes=10), date_end=now + datetime.timedelta(minutes=10)))
+    expect("POST /realtime/get", report.result == [["/live", 6.0]],
+           "result %r, expected [['/live', 6.0]]" % (report.result,))
+    # The client reads the list as ContinuousQuery objects (camelCase
+    # tableName, a mistake of its spec): it sees the names.
+    tables = call("POST /realtime/list", realtime.list_tables)
+    expect("POST /realtime/list", [t.name for t in tables] == ["Live pages"], "listed %r" % (tables,))
+    ok = call("POST /realtime/delete", realtime.delete_table,
+              realtime_delete_table=RealtimeDeleteTable(table_name="live_pages"))
+    expect("POST /realtime/delete", ok is not None and ok.success is True, "answered %r" % (ok,))
 
     print("rakam-client 0.5: all calls passed against %s (project %s, %d events)"
           % (base_url, name, sum(sent.values())))

@@ -229,3 +229,112 @@ fn continuous_queries_count_every_event_once_across_crashes() {
     assert_same(&rows(&server, &keys, READ), &rows(&server, &keys, SCRATCH));
     assert_eq!(server.count(&keys, "SELECT count(*) FROM pageview"), 56);
 }
+
+#[test]
+fn realtime_reports_count_by_slide_and_dimension() {
+    let server = TestServer::start();
+    let keys = server.create_project("realtime");
+    pageviews(&server, &keys, &[("/a", 1)]);
+    let report = json!({
+        "name": "Live pages", "table_name": "live", "collections": ["pageview"],
+        "measures": [{"column": "n", "aggregation": "COUNT"},
+                     {"column": "n", "aggregation": "SUM"},
+                     {"column": "_user", "aggregation": "APPROXIMATE_UNIQUE"}],
+        "dimensions": ["url"],
+    });
+    let created = master(&server, &keys, "/realtime/create", report.clone());
+    assert_eq!(created.status, 200, "{}", created.body);
+    // Reports count what arrives after their creation.
+    std::thread::sleep(Duration::from_millis(20));
+    pageviews(&server, &keys, &[("/a", 2), ("/a", 3), ("/b", 4)]);
+    let get = |body: Value| {
+        let response = read(&server, &keys, "/realtime/get", body);
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let range = |measure: Value, aggregate: bool| {
+        json!({"table_name": "live", "measure": measure, "dimensions": ["url"],
+               "aggregate": aggregate, "date_start": now - 600, "date_end": now + 600})
+    };
+    let counted = get(range(json!({"column": "n", "aggregation": "COUNT"}), true));
+    assert_eq!(counted["slideInterval"], 10);
+    assert_eq!(
+        counted["result"],
+        json!([["/a", 2], ["/b", 1]]),
+        "{counted}"
+    );
+    let summed = get(range(json!({"column": "n", "aggregation": "SUM"}), true));
+    assert_eq!(summed["result"], json!([["/a", 5], ["/b", 4]]), "{summed}");
+    let people = get(range(
+        json!({"column": "_user", "aggregation": "APPROXIMATE_UNIQUE"}),
+        true,
+    ));
+    assert_eq!(people["result"], json!([["/a", 2], ["/b", 1]]), "{people}");
+    // Per slide: [slide start (epoch s), url, value], adding up to the same.
+    let slides = get(range(json!({"column": "n", "aggregation": "COUNT"}), false));
+    let rows = slides["result"].as_array().expect("rows");
+    assert!(
+        rows.iter().all(|r| r[0].as_i64().expect("time") % 10 == 0),
+        "{slides}"
+    );
+    let total: i64 = rows.iter().map(|r| r[2].as_i64().expect("count")).sum();
+    assert_eq!(total, 3, "{slides}");
+    // Rakam's default window: the two minutes before the last full slide.
+    let window =
+        get(json!({"table_name": "live", "measure": {"column": "n", "aggregation": "COUNT"}}));
+    assert_eq!(
+        window["end"].as_i64().expect("end") - window["start"].as_i64().expect("start"),
+        120
+    );
+
+    let listed = read(&server, &keys, "/realtime/list", json!({})).json();
+    assert_eq!(listed[0]["table_name"], "live", "{listed}");
+    assert_eq!(listed[0]["measures"], report["measures"]);
+    for (body, why) in [
+        (
+            json!({"table_name": "live", "measure": {"column": "n", "aggregation": "MAXIMUM"}}),
+            "a measure the report does not have",
+        ),
+        (
+            json!({"table_name": "live", "measure": {"column": "n", "aggregation": "COUNT"}, "dimensions": ["country"]}),
+            "a dimension the report does not have",
+        ),
+    ] {
+        let response = read(&server, &keys, "/realtime/get", body);
+        assert_eq!(response.status, 400, "{why}: {}", response.body);
+    }
+    let bad = master(
+        &server,
+        &keys,
+        "/realtime/create",
+        json!({"name": "x", "table_name": "x", "collections": ["pageview"],
+               "measures": [{"column": "url", "aggregation": "COUNT"}], "dimensions": ["url"]}),
+    );
+    assert_eq!(
+        bad.status, 400,
+        "a column both measured and a dimension: {}",
+        bad.body
+    );
+    let deleted = master(
+        &server,
+        &keys,
+        "/realtime/delete",
+        json!({"table_name": "live"}),
+    );
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(
+        read(&server, &keys, "/realtime/list", json!({})).json(),
+        json!([])
+    );
+    let gone = read(
+        &server,
+        &keys,
+        "/realtime/get",
+        json!({"table_name": "live", "measure": {"column": "n", "aggregation": "COUNT"}}),
+    );
+    assert_eq!(gone.status, 404, "{}", gone.body);
+}
