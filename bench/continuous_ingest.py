@@ -4,8 +4,9 @@ collection (issue 16). For each count: a fresh server, the queries created
 on an empty collection, then N events POSTed as NDJSON bulk requests on two
 connections. Reports events/s while ingesting, the server's CPU seconds
 until every query has stored the partials of the last event, and how long
-that took after the last acknowledgement; checks one query against the same
-SELECT from scratch.
+that took after the last acknowledgement, and the time of a read of one
+query right after the last acknowledgement (which must count every event);
+checks that query against the same SELECT from scratch.
 
     python3 bench/continuous_ingest.py --events 1000000
     python3 bench/continuous_ingest.py --events 1000000 --store postgres --url postgres://postgres@127.0.0.1/bench_cq
@@ -83,6 +84,15 @@ def run(a, raw_bodies, total, queries):
                               {"content-type": "application/x-ndjson", "write_key": keys["write_key"]})
         acked = time.perf_counter()
         acked_ms = int(time.time() * 1000)
+        # Current at the acknowledgement: a read right after it counts every
+        # event (the partials stored so far plus those of newer events).
+        read_ms = None
+        if queries:
+            before = time.perf_counter()
+            counted = call(port, keys, "/query/execute",
+                           {"query": "SELECT sum(hits) FROM continuous.q0"}, key="read_key")["result"][0][0]
+            read_ms = (time.perf_counter() - before) * 1000
+            assert int(counted) == total + 1, f"read {counted} events right after the last ack, sent {total + 1}"
         # Caught up: every query's stored partials cover the last event.
         while queries and min(call(port, keys, "/continuous-query/get", {"table_name": f"q{i}"},
                                    key="read_key").get("covered_through") or 0
@@ -98,7 +108,7 @@ def run(a, raw_bodies, total, queries):
                         {"query": "SELECT url, count(*) FROM pageview GROUP BY url ORDER BY url",
                          "limit": 100000}, key="read_key")["result"]
             assert [[r[0], float(r[1])] for r in got] == [[r[0], float(r[1])] for r in want], "q0 disagrees"
-        return total / (acked - started), acked - started, caught_up - acked, cpu
+        return total / (acked - started), acked - started, caught_up - acked, cpu, read_ms
     finally:
         rakam_server.stop(server)
 
@@ -115,13 +125,14 @@ def main():
     raw = events(random.Random(42), a.events)
     bodies = rakam_server.ndjson_chunks(raw, a.batch)
     print(f"store: {a.store}; {a.events:,} events in requests of {a.batch:,}")
-    print("| continuous queries | ingest (events/s) | ingest (s) | caught up after the last ack (s) | server CPU (s) |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| continuous queries | ingest (events/s) | ingest (s) | stored partials caught up after the last ack (s) | server CPU (s) | read of q0 right after the last ack (ms) |")
+    print("|---:|---:|---:|---:|---:|---:|")
     baseline = None
     for count in [int(q) for q in a.queries.split(",")]:
-        rate, seconds, lag, cpu = run(a, bodies, a.events, count)
+        rate, seconds, lag, cpu, read_ms = run(a, bodies, a.events, count)
         baseline = baseline or rate
-        print(f"| {count} | {rate:,.0f} ({rate / baseline:.0%}) | {seconds:.1f} | {lag:.1f} | {cpu:.1f} |",
+        read = "–" if read_ms is None else f"{read_ms:.0f}"
+        print(f"| {count} | {rate:,.0f} ({rate / baseline:.0%}) | {seconds:.1f} | {lag:.1f} | {cpu:.1f} | {read} |",
               flush=True)
 
 

@@ -38,3 +38,4 @@ pub use memory::QueryMemory;
 pub use native::{
     materialized_names, prepare_native, prepare_native_scoped, relations_in_schema, NativeScope,
 };
+pub use project_schema::ALL_COLLECTIONS;

@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use crate::all_collections::AllCollections;
 use crate::materialized::ReceivedWindow;
 
-pub(crate) const ALL_COLLECTIONS: &str = "_all";
+pub const ALL_COLLECTIONS: &str = "_all";
 
 #[derive(Debug)]
 pub(crate) struct ProjectSchema {

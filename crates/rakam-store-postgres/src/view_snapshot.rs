@@ -30,8 +30,13 @@ pub(crate) async fn read_consistently(
 ) -> Result<(Arc<dyn TableProvider>, Option<i64>)> {
     let mut client = shared.reader(project_id).await?;
     let transaction = begin_read_only(&mut client, shared.options.statement_timeout).await?;
+    // The lock comes before the first query takes the snapshot: a rebuild
+    // (which drops and creates the table) either committed before it, and
+    // the snapshot sees the new table and coverage, or waits for the read.
     transaction
-        .batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .batch_execute(&format!(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; LOCK TABLE {rows_table} IN ACCESS SHARE MODE"
+        ))
         .await
         .map_err(pg_error("reading a view"))?;
     let covered: Option<i64> = transaction

@@ -121,7 +121,19 @@ impl Views {
         project: &Arc<ProjectSnapshot>,
         view: StoredView,
     ) -> Result<ViewState> {
-        let floor = view.state.covered_through_ms.unwrap_or(i64::MIN);
+        let continuous = continuous::spec_of(&view.definition);
+        // A continuous query created without replay counts the events
+        // received after its creation only, also when rebuilt; its window
+        // never ends before that, even if a clock runs behind.
+        let start = continuous
+            .as_ref()
+            .filter(|spec| !spec.replay)
+            .map(|spec| spec.created_at_ms);
+        let floor = view
+            .state
+            .covered_through_ms
+            .unwrap_or(i64::MIN)
+            .max(start.unwrap_or(i64::MIN));
         let through = self
             .inner
             .sink
@@ -130,7 +142,6 @@ impl Views {
         // After the barrier: every collection an event up to it went to.
         let snapshot = self.inner.catalog.snapshot(project.id()).await?;
         let covered = view.state.covered_through_ms;
-        let continuous = continuous::spec_of(&view.definition);
         let incremental = view.definition.incremental && view.schema.is_some() && covered.is_some();
         if incremental {
             match self
@@ -149,11 +160,6 @@ impl Views {
                 other => return other,
             }
         }
-        // A continuous query created without replay counts the events
-        // received after its creation only, also when rebuilt.
-        let start = continuous
-            .filter(|spec| !spec.replay)
-            .map(|spec| spec.created_at_ms);
         self.write(&snapshot, &view, start, through, ViewWriteMode::Replace)
             .await
     }

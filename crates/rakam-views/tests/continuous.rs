@@ -239,6 +239,7 @@ fn unmaintainable_queries_are_refused_with_the_reason() {
                 "SELECT count(*) AS a, sum(n) AS a FROM pageview",
                 "same name",
             ),
+            ("SELECT count(*) AS \"$a0\" FROM pageview", "starts with $"),
         ] {
             let error = server
                 .views
@@ -250,6 +251,49 @@ fn unmaintainable_queries_are_refused_with_the_reason() {
                 "{query}: {error} does not say {reason:?}"
             );
         }
+        // A chain deep enough to overflow a parser's stack is refused by the
+        // checks every statement gets, before it becomes a tree.
+        let deep = format!(
+            "SELECT count(*) FROM pageview WHERE n = {}1",
+            "1+".repeat(300_000)
+        );
+        let error = server
+            .views
+            .check_continuous(&snapshot, &deep)
+            .await
+            .expect_err("a 300,000-deep expression");
+        assert!(!error.to_string().is_empty());
+        // A real-time report's filter is one expression, not SQL to paste.
+        let injected = server
+            .views
+            .create_realtime(
+                &snapshot,
+                json!({"name": "r", "table_name": "r", "collections": ["pageview"],
+                       "measures": [{"column": "n", "aggregation": "SUM"}],
+                       "filter": "n > 0) GROUP BY url --"}),
+            )
+            .await
+            .expect_err("a filter that closes the WHERE");
+        assert!(
+            injected.to_string().contains("one SQL expression"),
+            "{injected}"
+        );
+        // A continuous query cannot pass for a real-time report.
+        server
+            .views
+            .create_continuous(
+                &snapshot,
+                json!({"table_name": "posing", "query": "SELECT count(*) AS c FROM pageview",
+                       "options": {"realtime": {"table_name": "posing", "measures": []}}}),
+            )
+            .await
+            .expect("create");
+        assert!(server
+            .views
+            .list_realtime(&project.id)
+            .await
+            .expect("list")
+            .is_empty());
         server.stop().await;
     });
 }

@@ -10,7 +10,7 @@ use datafusion::common::TableReference;
 use futures::{StreamExt, TryStreamExt};
 use rakam_store_api::{ProjectSnapshot, StoreError, ViewState, ViewWrite, ViewWriteMode};
 
-use super::{hidden_name, merge_session, spec_of, ContinuousSpec};
+use super::{hidden_name, merge_session, merge_sql, spec_of, ContinuousSpec};
 use crate::{Result, ViewError, Views};
 
 /// Partials below this many rows are left as they are.
@@ -77,7 +77,9 @@ impl Views {
         context
             .register_table(TableReference::bare("$partials"), stored)
             .map_err(failed)?;
-        let frame = context.sql(&spec.compaction_sql).await.map_err(failed)?;
+        let frame = merge_sql(&context, &spec.compaction_sql)
+            .await
+            .map_err(failed)?;
         let stream = frame.execute_stream().await.map_err(failed)?;
         let schema = stream.schema();
         let write = ViewWrite {

@@ -107,13 +107,32 @@ impl Split {
 
 const SUPPORTED: &str = "count, sum, min, max, avg and approx_distinct";
 
-/// Splits `sql`; `aggregates` are the names of every aggregate function
-/// the engine knows (any other than the supported ones is refused).
-pub fn split(sql: &str, aggregates: &HashSet<String>) -> Result<Split, String> {
+/// What the compiler needs to know of the engine and the project.
+pub struct Known<'a> {
+    /// Every aggregate function (any other than the supported ones is
+    /// refused).
+    pub aggregates: &'a HashSet<String>,
+    /// Functions whose value is not fixed by their arguments (`now()`,
+    /// `random()`): each refresh would compute them at its own moment.
+    pub volatile: &'a HashSet<String>,
+    /// Whether the collection (lower-cased, as named in FROM) has the column:
+    /// in GROUP BY a column wins over a SELECT alias of the same name.
+    pub has_column: &'a (dyn Fn(&str, &str) -> bool + Sync),
+}
+
+/// Splits `sql`, or says why it cannot be maintained.
+pub fn split(sql: &str, known: &Known<'_>) -> Result<Split, String> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| e.to_string())?;
-    let [Statement::Query(query)] = statements.as_slice() else {
+    let [statement @ Statement::Query(query)] = statements.as_slice() else {
         return Err("a continuous query is one SELECT statement".into());
     };
+    // The parts are stored as printed SQL: a literal or name the printer
+    // cannot write back exactly (a backslash before a quote) is refused
+    // rather than stored as something else.
+    let reprinted = Parser::parse_sql(&GenericDialect {}, &statement.to_string());
+    if !matches!(reprinted.as_deref(), Ok([again]) if again == statement) {
+        return Err("the query has a literal or name that cannot be stored exactly (a backslash before a quote?)".into());
+    }
     let Query {
         with,
         body,
@@ -154,7 +173,7 @@ pub fn split(sql: &str, aggregates: &HashSet<String>) -> Result<Split, String> {
     else {
         return Err("a continuous query reads a collection, not a subquery or function".into());
     };
-    check_collection(name)?;
+    let collection = check_collection(name)?;
     let projection: Vec<(Expr, Option<&Ident>)> = select
         .projection
         .iter()
@@ -167,17 +186,17 @@ pub fn split(sql: &str, aggregates: &HashSet<String>) -> Result<Split, String> {
     let groups = match &select.group_by {
         GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs
             .iter()
-            .map(|expr| resolve_group(expr, &projection))
+            .map(|expr| resolve_group(expr, &projection, &collection, known))
             .collect::<Result<Vec<Expr>, String>>()?,
         _ => return Err("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS are not supported".into()),
     };
-    let mut where_clause = select.selection.clone();
-    if let Some(selection) = where_clause.as_mut() {
-        let mut checker = Rewriter::checking_only(aggregates);
-        let _ = VisitMut::visit(selection, &mut checker);
+    let where_clause = select.selection.clone();
+    for expr in where_clause.iter().chain(&groups) {
+        let mut checker = Rewriter::checking_only(known);
+        let _ = VisitMut::visit(&mut expr.clone(), &mut checker);
         checker.result()?;
     }
-    let mut rewriter = Rewriter::new(&groups, aggregates);
+    let mut rewriter = Rewriter::new(&groups, known);
     let mut final_items = Vec::with_capacity(projection.len());
     for (expr, _) in &projection {
         final_items.push(rewriter.rewrite(expr.clone())?);
@@ -218,7 +237,8 @@ pub fn split(sql: &str, aggregates: &HashSet<String>) -> Result<Split, String> {
     })
 }
 
-fn check_collection(name: &ObjectName) -> Result<(), String> {
+/// The collection's name, lower-cased.
+fn check_collection(name: &ObjectName) -> Result<String, String> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -228,14 +248,29 @@ fn check_collection(name: &ObjectName) -> Result<(), String> {
         })
         .collect::<Result<_, _>>()?;
     match parts.as_slice() {
-        [_] => Ok(()),
-        [schema, _] if schema == "collection" || schema == "public" => Ok(()),
+        [table] => Ok(table.clone()),
+        [schema, table] if schema == "collection" || schema == "public" => Ok(table.clone()),
         _ => Err(format!("a continuous query reads a collection, not {name}")),
     }
 }
 
-/// `GROUP BY 1` and `GROUP BY <alias>` name a column of the SELECT list.
-fn resolve_group(expr: &Expr, projection: &[(Expr, Option<&Ident>)]) -> Result<Expr, String> {
+/// An identifier as SQL resolves it: unquoted names are lower-cased.
+fn normalized(ident: &Ident) -> String {
+    match ident.quote_style {
+        None => ident.value.to_lowercase(),
+        Some(_) => ident.value.clone(),
+    }
+}
+
+/// `GROUP BY 1` and `GROUP BY <alias>` name a column of the SELECT list
+/// (an alias only when the collection has no column of that name, which
+/// wins as in DataFusion and PostgreSQL).
+fn resolve_group(
+    expr: &Expr,
+    projection: &[(Expr, Option<&Ident>)],
+    collection: &str,
+    known: &Known<'_>,
+) -> Result<Expr, String> {
     if matches!(
         expr,
         Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)
@@ -257,11 +292,14 @@ fn resolve_group(expr: &Expr, projection: &[(Expr, Option<&Ident>)]) -> Result<E
             .ok_or_else(|| format!("GROUP BY {number}: the SELECT list has no such column"));
     }
     if let Expr::Identifier(ident) = expr {
-        let alias = projection
-            .iter()
-            .find(|(_, alias)| alias.is_some_and(|a| a.value.eq_ignore_ascii_case(&ident.value)));
-        if let Some((expr, _)) = alias {
-            return Ok(expr.clone());
+        let name = normalized(ident);
+        if !(known.has_column)(collection, &name) {
+            let alias = projection
+                .iter()
+                .find(|(_, alias)| alias.is_some_and(|a| normalized(a) == name));
+            if let Some((expr, _)) = alias {
+                return Ok(expr.clone());
+            }
         }
     }
     Ok(expr.clone())
@@ -271,7 +309,7 @@ fn resolve_group(expr: &Expr, projection: &[(Expr, Option<&Ident>)]) -> Result<E
 /// partials, collecting the partials; finds what cannot be maintained.
 struct Rewriter<'a> {
     groups: &'a [Expr],
-    aggregates: &'a HashSet<String>,
+    known: &'a Known<'a>,
     /// Each partial's SQL and how it merges; equal partials are shared.
     partials: Vec<(String, Merge)>,
     /// What each `"$final<k>"` placeholder stands for.
@@ -288,10 +326,10 @@ fn quoted(name: String) -> Expr {
 }
 
 impl<'a> Rewriter<'a> {
-    fn new(groups: &'a [Expr], aggregates: &'a HashSet<String>) -> Self {
+    fn new(groups: &'a [Expr], known: &'a Known<'a>) -> Self {
         Self {
             groups,
-            aggregates,
+            known,
             partials: Vec::new(),
             finals: Vec::new(),
             error: None,
@@ -299,10 +337,10 @@ impl<'a> Rewriter<'a> {
         }
     }
 
-    fn checking_only(aggregates: &'a HashSet<String>) -> Self {
+    fn checking_only(known: &'a Known<'a>) -> Self {
         Self {
             checking_only: true,
-            ..Self::new(&[], aggregates)
+            ..Self::new(&[], known)
         }
     }
 
@@ -349,9 +387,12 @@ impl<'a> Rewriter<'a> {
         if !list.clauses.is_empty() || !function.within_group.is_empty() {
             return Err(format!("{name}(... ORDER BY/LIMIT) is not supported"));
         }
-        let mut check = Rewriter::checking_only(self.aggregates);
+        let mut check = Rewriter::checking_only(self.known);
         let mut arguments = function.args.clone();
         let _ = VisitMut::visit(&mut arguments, &mut check);
+        if let Some(filter) = &function.filter {
+            let _ = VisitMut::visit(&mut filter.as_ref().clone(), &mut check);
+        }
         check.result()?;
         let renamed = |new: &str| {
             let mut call = function.clone();
@@ -413,11 +454,16 @@ impl VisitorMut for Rewriter<'_> {
                     );
                 }
                 let name = function_name(function);
+                if self.known.volatile.contains(&name) {
+                    return fail(self, format!(
+                        "{name}() changes from one refresh to the next: a continuous query cannot use it (filter on time when reading instead)"
+                    ));
+                }
                 let supported = matches!(
                     name.as_str(),
                     "count" | "sum" | "min" | "max" | "avg" | "mean" | "approx_distinct"
                 );
-                if self.checking_only && (supported || self.aggregates.contains(&name)) {
+                if self.checking_only && (supported || self.known.aggregates.contains(&name)) {
                     return fail(
                         self,
                         format!("{name}() is an aggregate: it cannot be used here"),
@@ -442,13 +488,13 @@ impl VisitorMut for Rewriter<'_> {
                         Err(reason) => fail(self, reason),
                     };
                 }
-                if self.aggregates.contains(&name) {
+                if self.known.aggregates.contains(&name) {
                     return fail(self, format!(
                         "{name}() cannot be maintained incrementally: a continuous query uses {SUPPORTED}"
                     ));
                 }
             }
-            Expr::Identifier(ident) if !self.checking_only && !ident.value.starts_with('$') => {
+            Expr::Identifier(ident) if !self.checking_only => {
                 return fail(
                     self,
                     format!("column {ident} is neither in GROUP BY nor inside {SUPPORTED}"),

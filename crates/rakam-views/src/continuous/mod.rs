@@ -11,21 +11,24 @@ pub mod compile;
 mod read;
 mod realtime;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
-use rakam_query::ReceivedWindow;
+use rakam_query::{ReceivedWindow, ALL_COLLECTIONS};
 use rakam_store_api::{ProjectId, ProjectSnapshot, StoreError, StoredView, ViewDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::refresh::{now_ms, Trigger};
 use crate::{check_table_name, Result, ViewError, Views};
-use compile::Split;
+use compile::{Known, Split};
+use datafusion::logical_expr::Volatility;
+use rakam_model::COLLECTION_COLUMN;
 
 /// A continuous query's hidden view is named with this in front, which no
 /// materialized view name can hold.
@@ -54,6 +57,9 @@ pub(crate) struct ContinuousSpec {
     pub compaction_sql: String,
     #[serde(default)]
     pub options: Value,
+    /// The real-time report this query keeps (`/realtime/create` only).
+    #[serde(default)]
+    pub realtime: Option<Value>,
 }
 
 pub(crate) fn hidden_name(table_name: &str) -> String {
@@ -113,29 +119,93 @@ pub(crate) fn check_name(raw: &str) -> Result<String> {
     Ok(name)
 }
 
-/// The names of every aggregate function a query may call.
-fn aggregate_names() -> &'static HashSet<String> {
-    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
+/// The names of the engine's aggregate functions, and of its scalar
+/// functions whose value is not fixed by their arguments.
+pub(crate) struct FunctionNames {
+    pub aggregates: HashSet<String>,
+    pub volatile: HashSet<String>,
+}
+
+pub(crate) fn function_names() -> &'static FunctionNames {
+    static NAMES: OnceLock<FunctionNames> = OnceLock::new();
     NAMES.get_or_init(|| {
         let context = SessionContext::new();
         rakam_udf::register_all(&context);
         let state = context.state();
-        state
-            .aggregate_functions()
-            .iter()
-            .flat_map(|(name, udaf)| {
-                std::iter::once(name.to_lowercase())
-                    .chain(udaf.aliases().iter().map(|a| a.to_lowercase()))
-            })
-            .collect()
+        let names = |name: &str, aliases: &[String]| {
+            std::iter::once(name.to_lowercase())
+                .chain(aliases.iter().map(|a| a.to_lowercase()))
+                .collect::<Vec<_>>()
+        };
+        FunctionNames {
+            aggregates: state
+                .aggregate_functions()
+                .iter()
+                .flat_map(|(name, udaf)| names(name, udaf.aliases()))
+                .collect(),
+            volatile: state
+                .scalar_functions()
+                .iter()
+                .filter(|(_, udf)| udf.signature().volatility != Volatility::Immutable)
+                .flat_map(|(name, udf)| names(name, udf.aliases()))
+                .collect(),
+        }
     })
 }
 
-/// A session that can plan the final query and compactions.
+/// The columns of each collection (lower-cased names), and of `_all`.
+fn columns_of(project: &ProjectSnapshot) -> HashMap<String, HashSet<String>> {
+    let mut columns: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut all = HashSet::from([COLLECTION_COLUMN.to_string()]);
+    for (name, schema) in &project.collections {
+        let names: HashSet<String> = schema
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().to_lowercase())
+            .collect();
+        all.extend(names.iter().cloned());
+        columns.insert(name.to_lowercase(), names);
+    }
+    columns.insert(ALL_COLLECTIONS.to_string(), all);
+    columns
+}
+
+/// Splits `query` (after the statement checks every query gets, which
+/// bound its nesting before it is parsed into a tree).
+pub(crate) fn split_checked(project: &ProjectSnapshot, query: &str) -> Result<Split> {
+    rakam_query::check_statement(query).map_err(ViewError::Query)?;
+    let columns = columns_of(project);
+    let has_column = |collection: &str, column: &str| {
+        columns.get(collection).is_some_and(|c| c.contains(column))
+    };
+    let names = function_names();
+    let known = Known {
+        aggregates: &names.aggregates,
+        volatile: &names.volatile,
+        has_column: &has_column,
+    };
+    compile::split(query, &known).map_err(invalid)
+}
+
+/// A session that can plan the final query and compactions: Rakam's
+/// functions and the one `"$partials"` table it is given.
 pub(crate) fn merge_session() -> SessionContext {
     let context = SessionContext::new();
     rakam_udf::register_all(&context);
     context
+}
+
+/// Plans a query of ours in a merge session: a SELECT, nothing else.
+pub(crate) async fn merge_sql(
+    context: &SessionContext,
+    sql: &str,
+) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    context.sql_with_options(sql, options).await
 }
 
 impl Views {
@@ -145,6 +215,15 @@ impl Views {
         &self,
         project: &Arc<ProjectSnapshot>,
         request: Value,
+    ) -> Result<()> {
+        self.create_continuous_with(project, request, None).await
+    }
+
+    pub(crate) async fn create_continuous_with(
+        &self,
+        project: &Arc<ProjectSnapshot>,
+        request: Value,
+        realtime: Option<Value>,
     ) -> Result<()> {
         let request: CreateRequest = serde_json::from_value(request)
             .map_err(|e| invalid(format!("invalid continuous query: {e}")))?;
@@ -188,6 +267,7 @@ impl Views {
             final_sql: split.final_sql(PARTIALS, &names),
             compaction_sql: split.compaction_sql(PARTIALS),
             options: fields.options.unwrap_or(Value::Null),
+            realtime,
         };
         let definition = ViewDefinition {
             table_name: hidden_name(&table_name),
@@ -220,16 +300,21 @@ impl Views {
         project: &Arc<ProjectSnapshot>,
         query: &str,
     ) -> Result<(Split, Vec<String>)> {
-        let owned = query.to_string();
-        let split = tokio::task::spawn_blocking(move || compile::split(&owned, aggregate_names()))
+        let (owned, snapshot) = (query.to_string(), project.clone());
+        let split = tokio::task::spawn_blocking(move || split_checked(&snapshot, &owned))
             .await
-            .map_err(|e| invalid(format!("checking the query failed: {e}")))?
-            .map_err(invalid)?;
+            .map_err(|e| invalid(format!("checking the query failed: {e}")))??;
         let engine = self.inner.engine.in_datafusion();
         let result = engine.metadata(project, query).await?;
         let names: Vec<String> = result.fields().iter().map(|f| f.name().clone()).collect();
         let mut seen = HashSet::new();
         for name in &names {
+            // The partials' columns are named `$g<i>` and `$a<i>`.
+            if name.starts_with('$') {
+                return Err(invalid(format!(
+                    "result column {name:?} starts with $: name it otherwise (AS ...)"
+                )));
+            }
             if !seen.insert(name.to_lowercase()) {
                 return Err(invalid(format!(
                     "the query has two columns named {name:?}: name each column once (AS ...)"
@@ -345,8 +430,7 @@ async fn plan_over(sql: &str, schema: SchemaRef) -> Result<()> {
     context
         .register_table(TableReference::bare("$partials"), Arc::new(table))
         .map_err(|e| invalid(format!("planning the continuous query: {e}")))?;
-    context
-        .sql(sql)
+    merge_sql(&context, sql)
         .await
         .map_err(|e| invalid(format!("the continuous query cannot be merged: {e}")))?;
     Ok(())

@@ -9,7 +9,7 @@ use datafusion::common::TableReference;
 use datafusion::datasource::ViewTable;
 use rakam_store_api::ProjectSnapshot;
 
-use super::{check_name, hidden_name, merge_session, spec_of};
+use super::{check_name, hidden_name, merge_session, merge_sql, spec_of};
 use crate::{Result, ViewError, Views};
 
 impl Views {
@@ -40,7 +40,9 @@ impl Views {
         context
             .register_table(TableReference::bare("$partials"), partials)
             .map_err(planning)?;
-        let frame = context.sql(&spec.final_sql).await.map_err(planning)?;
+        let frame = merge_sql(&context, &spec.final_sql)
+            .await
+            .map_err(planning)?;
         Ok(Some(Arc::new(ViewTable::new(
             frame.logical_plan().clone(),
             None,

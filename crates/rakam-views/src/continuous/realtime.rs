@@ -8,12 +8,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime};
 use datafusion::common::TableReference;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
 use rakam_store_api::{ProjectId, ProjectSnapshot};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::compile::{group_column, split};
-use super::{aggregate_names, check_name, hidden_name, merge_session, spec_of, ContinuousSpec};
+use super::compile::group_column;
+use super::{
+    check_name, hidden_name, merge_session, merge_sql, spec_of, split_checked, ContinuousSpec,
+};
 use crate::refresh::now_ms;
 use crate::{Result, ViewError, Views};
 
@@ -119,12 +124,12 @@ impl RealTimeReport {
             }
         }
         let mut items = vec![format!(
-            "CAST(_server_time AS BIGINT) / {} AS \"$slide\"",
+            "CAST(_server_time AS BIGINT) / {} AS _slide",
             SLIDE_SECS * 1000
         )];
         items.extend(self.dimensions.iter().map(|d| quote(d)));
         for (index, measure) in self.measures.iter().enumerate() {
-            items.push(format!("{} AS \"$m{index}\"", aggregate_sql(measure)?));
+            items.push(format!("{} AS _measure_{index}", aggregate_sql(measure)?));
         }
         let (from, mut conditions) = match self.collections.as_slice() {
             [one] => (quote(&one.to_lowercase()), Vec::new()),
@@ -137,7 +142,7 @@ impl RealTimeReport {
             }
         };
         if let Some(filter) = self.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-            conditions.push(format!("({filter})"));
+            conditions.push(format!("({})", one_expression(filter)?));
         }
         let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
         if !conditions.is_empty() {
@@ -149,6 +154,20 @@ impl RealTimeReport {
         sql.push_str(&format!(" GROUP BY {}", groups.join(", ")));
         Ok(sql)
     }
+}
+
+/// The filter as one SQL expression, printed back: text after it (a
+/// closing parenthesis, a GROUP BY, a comment) is refused, not pasted.
+fn one_expression(filter: &str) -> Result<String> {
+    let bad = |e: String| invalid(format!("filter is not one SQL expression: {e}"));
+    let mut parser = Parser::new(&GenericDialect {})
+        .try_with_sql(filter)
+        .map_err(|e| bad(e.to_string()))?;
+    let expr = parser.parse_expr().map_err(|e| bad(e.to_string()))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(bad(format!("unexpected {} after it", parser.peek_token())));
+    }
+    Ok(expr.to_string())
 }
 
 /// A time of `/realtime/get`: ISO 8601 text (UTC without an offset), or
@@ -193,10 +212,12 @@ impl Views {
             .clone()
             .ok_or_else(|| invalid("name is required"))?;
         let query = report.query()?;
-        let options = json!({ "realtime": report });
-        self.create_continuous(
+        let described = serde_json::to_value(&report)
+            .map_err(|e| invalid(format!("invalid real-time report: {e}")))?;
+        self.create_continuous_with(
             project,
-            json!({"continuous_query": {"table_name": table_name, "name": name, "query": query, "options": options}, "replay": false}),
+            json!({"continuous_query": {"table_name": table_name, "name": name, "query": query}, "replay": false}),
+            Some(described),
         )
         .await
     }
@@ -207,7 +228,7 @@ impl Views {
         Ok(views
             .iter()
             .filter_map(|view| spec_of(&view.definition))
-            .filter_map(|spec| spec.options.get("realtime").cloned())
+            .filter_map(|spec| spec.realtime)
             .collect())
     }
 
@@ -220,9 +241,9 @@ impl Views {
         let spec = spec_of(&view.definition)
             .ok_or_else(|| ViewError::ContinuousNotFound(table_name.to_string()))?;
         let report = spec
-            .options
-            .get("realtime")
-            .and_then(|r| serde_json::from_value::<RealTimeReport>(r.clone()).ok())
+            .realtime
+            .clone()
+            .and_then(|r| serde_json::from_value::<RealTimeReport>(r).ok())
             .ok_or_else(|| ViewError::ContinuousNotFound(table_name.to_string()))?;
         Ok((spec, report))
     }
@@ -287,7 +308,7 @@ impl Views {
         };
         let start = match &request.date_start {
             Some(value) if !value.is_null() => epoch_seconds(value, "date_start")?,
-            _ => end - WINDOW_SECS,
+            _ => end.saturating_sub(WINDOW_SECS),
         };
         let (first, last) = (start.div_euclid(SLIDE_SECS), end.div_euclid(SLIDE_SECS));
         if last < first || last - first > MAX_SLIDES {
@@ -296,11 +317,10 @@ impl Views {
                 MAX_SLIDES * SLIDE_SECS / 86_400
             )));
         }
-        let owned = spec.query.clone();
-        let split = tokio::task::spawn_blocking(move || split(&owned, aggregate_names()))
+        let (owned, snapshot) = (spec.query.clone(), project.clone());
+        let split = tokio::task::spawn_blocking(move || split_checked(&snapshot, &owned))
             .await
-            .map_err(|e| invalid(format!("reading the report failed: {e}")))?
-            .map_err(invalid)?;
+            .map_err(|e| invalid(format!("reading the report failed: {e}")))??;
         let value = split
             .final_items
             .get(1 + report.dimensions.len() + measure_index)
@@ -335,8 +355,7 @@ impl Views {
         context
             .register_table(TableReference::bare("$partials"), partials)
             .map_err(failed)?;
-        let batches = context
-            .sql(&sql)
+        let batches = merge_sql(&context, &sql)
             .await
             .map_err(failed)?
             .collect()
