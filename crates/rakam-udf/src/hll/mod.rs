@@ -14,24 +14,16 @@
 //! counting the same values once. The estimate depends only on the
 //! register values, never on how or in which order sketches were merged.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod groups;
+mod hash;
+mod udf;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, StringArray, UInt64Array,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
-    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
-};
-use datafusion::common::{exec_err, Result, ScalarValue};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
-use twox_hash::XxHash64;
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::common::{exec_err, Result};
+
+pub use udf::{sketch_array, udfs, EstimateUdf, SketchUdaf};
 
 const PRECISION: u32 = 12;
 const REGISTERS: usize = 1 << PRECISION;
@@ -39,7 +31,64 @@ const REGISTERS: usize = 1 << PRECISION;
 const SPARSE_MAX: usize = REGISTERS / 3;
 const SPARSE_TAG: u8 = 1;
 const DENSE_TAG: u8 = 2;
-const SEED: u64 = 0x5241_4b41_4d48_4c4c;
+
+type Registers = [u8; REGISTERS];
+
+/// The register a hash falls in, and the rank it sets there.
+fn position(hash: u64) -> (usize, u8) {
+    let index = (hash >> (64 - PRECISION)) as usize;
+    let rest = (hash << PRECISION) | (1 << (PRECISION - 1));
+    (index, rest.leading_zeros() as u8 + 1)
+}
+
+/// The largest rank a register can hold.
+const MAX_RANK: u8 = 64 - PRECISION as u8 + 1;
+
+/// A sketch's bytes from its registers: sparse while few are set.
+fn registers_to_bytes(registers: &Registers) -> Vec<u8> {
+    let set = registers.iter().filter(|rank| **rank > 0).count();
+    if set > SPARSE_MAX {
+        let mut bytes = Vec::with_capacity(1 + REGISTERS);
+        bytes.push(DENSE_TAG);
+        bytes.extend_from_slice(registers);
+        return bytes;
+    }
+    let mut bytes = Vec::with_capacity(1 + set * 3);
+    bytes.push(SPARSE_TAG);
+    for (index, rank) in registers.iter().enumerate() {
+        if *rank > 0 {
+            bytes.extend_from_slice(&(index as u16).to_le_bytes());
+            bytes.push(*rank);
+        }
+    }
+    bytes
+}
+
+/// Merges a sketch's bytes into `registers` (the larger rank wins).
+fn merge_bytes_into(bytes: &[u8], registers: &mut Registers) -> Result<()> {
+    match bytes.split_first() {
+        Some((&SPARSE_TAG, rest)) if rest.len() % 3 == 0 => {
+            for entry in rest.chunks_exact(3) {
+                let index = usize::from(u16::from_le_bytes([entry[0], entry[1]]));
+                let (Some(slot), true) = (registers.get_mut(index), entry[2] <= MAX_RANK) else {
+                    return exec_err!("not a Rakam HLL sketch: register out of range");
+                };
+                *slot = (*slot).max(entry[2]);
+            }
+            Ok(())
+        }
+        Some((&DENSE_TAG, rest)) if rest.len() == REGISTERS => {
+            if rest.iter().any(|rank| *rank > MAX_RANK) {
+                return exec_err!("not a Rakam HLL sketch: register out of range");
+            }
+            for (slot, rank) in registers.iter_mut().zip(rest) {
+                *slot = (*slot).max(*rank);
+            }
+            Ok(())
+        }
+        _ => exec_err!("not a Rakam HLL sketch ({} bytes)", bytes.len()),
+    }
+}
 
 /// The registers of one sketch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +106,8 @@ impl Default for Sketch {
 
 impl Sketch {
     pub fn add_hash(&mut self, hash: u64) {
-        let index = (hash >> (64 - PRECISION)) as u16;
-        let rest = (hash << PRECISION) | (1 << (PRECISION - 1));
-        let rank = rest.leading_zeros() as u8 + 1;
-        self.set(index, rank);
+        let (index, rank) = position(hash);
+        self.set(index as u16, rank);
     }
 
     fn set(&mut self, index: u16, rank: u8) {
@@ -153,7 +200,7 @@ impl Sketch {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let too_high = |rank: u8| rank > 64 - PRECISION as u8 + 1;
+        let too_high = |rank: u8| rank > MAX_RANK;
         match bytes.split_first() {
             Some((&SPARSE_TAG, rest)) if rest.len() % 3 == 0 => {
                 let mut set = BTreeMap::new();
@@ -182,47 +229,7 @@ impl Sketch {
 
     /// Adds every non-null value of `values`.
     pub fn add_array(&mut self, values: &ArrayRef) -> Result<()> {
-        let mut buffer = Vec::with_capacity(32);
-        macro_rules! integers {
-            ($type:ty) => {
-                for value in values.as_primitive::<$type>().iter().flatten() {
-                    self.add_hash(hash_integer(i128::from(value), &mut buffer));
-                }
-            };
-        }
-        macro_rules! floats {
-            ($type:ty) => {
-                for value in values.as_primitive::<$type>().iter().flatten() {
-                    self.add_hash(hash_float(f64::from(value), &mut buffer));
-                }
-            };
-        }
-        match values.data_type() {
-            DataType::Int8 => integers!(Int8Type),
-            DataType::Int16 => integers!(Int16Type),
-            DataType::Int32 => integers!(Int32Type),
-            DataType::Int64 => integers!(Int64Type),
-            DataType::UInt8 => integers!(UInt8Type),
-            DataType::UInt16 => integers!(UInt16Type),
-            DataType::UInt32 => integers!(UInt32Type),
-            DataType::UInt64 => integers!(UInt64Type),
-            DataType::Float32 => floats!(Float32Type),
-            DataType::Float64 => floats!(Float64Type),
-            DataType::Boolean => {
-                for value in values.as_boolean().iter().flatten() {
-                    self.add_hash(hash_tagged(TAG_BOOL, &[u8::from(value)], &mut buffer));
-                }
-            }
-            DataType::Null => {}
-            _ => {
-                let text = cast(values, &DataType::Utf8)?;
-                let text: &StringArray = text.as_string();
-                for value in text.iter().flatten() {
-                    self.add_hash(hash_tagged(TAG_TEXT, value.as_bytes(), &mut buffer));
-                }
-            }
-        }
-        Ok(())
+        hash::each_hash(values, |_, hash| self.add_hash(hash))
     }
 }
 
@@ -260,213 +267,10 @@ fn tau(x: f64) -> f64 {
     }
 }
 
-const TAG_INTEGER: u8 = 1;
-const TAG_FLOAT: u8 = 2;
-const TAG_TEXT: u8 = 3;
-const TAG_BOOL: u8 = 4;
-
-fn hash_tagged(tag: u8, bytes: &[u8], buffer: &mut Vec<u8>) -> u64 {
-    buffer.clear();
-    buffer.push(tag);
-    buffer.extend_from_slice(bytes);
-    XxHash64::oneshot(SEED, buffer)
-}
-
-fn hash_integer(value: i128, buffer: &mut Vec<u8>) -> u64 {
-    hash_tagged(TAG_INTEGER, &value.to_le_bytes(), buffer)
-}
-
-fn hash_float(value: f64, buffer: &mut Vec<u8>) -> u64 {
-    if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e38 {
-        return hash_integer(value as i128, buffer);
-    }
-    let canonical = if value.is_nan() { f64::NAN } else { value };
-    hash_tagged(TAG_FLOAT, &canonical.to_bits().to_le_bytes(), buffer)
-}
-
-fn sketches(values: &ArrayRef) -> Result<impl Iterator<Item = Result<Sketch>> + '_> {
-    let Some(binary) = values.as_any().downcast_ref::<BinaryArray>() else {
-        return exec_err!("a Rakam HLL sketch is binary, not {}", values.data_type());
-    };
-    Ok(binary.iter().flatten().map(Sketch::from_bytes))
-}
-
-fn sketch_field(name: &str) -> Vec<FieldRef> {
-    vec![Arc::new(Field::new(
-        format!("{name}[sketch]"),
-        DataType::Binary,
-        true,
-    ))]
-}
-
-#[derive(Debug)]
-struct SketchAccumulator {
-    sketch: Sketch,
-    /// `rakam_hll_sketch` hashes values; `rakam_hll_merge` unions sketches.
-    input_is_sketch: bool,
-}
-
-impl Accumulator for SketchAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let Some(values) = values.first() else {
-            return Ok(());
-        };
-        if self.input_is_sketch {
-            return self.merge_batch(std::slice::from_ref(values));
-        }
-        self.sketch.add_array(values)
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(states) = states.first() else {
-            return Ok(());
-        };
-        for sketch in sketches(states)? {
-            self.sketch.merge(&sketch?);
-        }
-        Ok(())
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.evaluate()?])
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Binary(Some(self.sketch.to_bytes())))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-            + match &self.sketch {
-                Sketch::Sparse(set) => set.len() * 8,
-                Sketch::Dense(_) => REGISTERS,
-            }
-    }
-}
-
-/// `rakam_hll_sketch(x)` and `rakam_hll_merge(sketch)`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct SketchUdaf {
-    name: &'static str,
-    signature: Signature,
-    input_is_sketch: bool,
-}
-
-impl SketchUdaf {
-    pub fn sketch() -> Self {
-        Self {
-            name: "rakam_hll_sketch",
-            signature: Signature::any(1, Volatility::Immutable),
-            input_is_sketch: false,
-        }
-    }
-
-    pub fn merge() -> Self {
-        Self {
-            name: "rakam_hll_merge",
-            signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
-            input_is_sketch: true,
-        }
-    }
-}
-
-impl AggregateUDFImpl for SketchUdaf {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Binary)
-    }
-
-    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SketchAccumulator {
-            sketch: Sketch::default(),
-            input_is_sketch: self.input_is_sketch,
-        }))
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(sketch_field(args.name))
-    }
-}
-
-/// `rakam_hll_estimate(sketch)`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct EstimateUdf {
-    signature: Signature,
-}
-
-impl Default for EstimateUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::new(
-                TypeSignature::Exact(vec![DataType::Binary]),
-                Volatility::Immutable,
-            ),
-        }
-    }
-}
-
-impl ScalarUDFImpl for EstimateUdf {
-    fn name(&self) -> &str {
-        "rakam_hll_estimate"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::UInt64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let Some(argument) = args.args.first() else {
-            return exec_err!("rakam_hll_estimate takes one sketch");
-        };
-        let array = argument.to_array(args.number_rows)?;
-        let Some(binary) = array.as_any().downcast_ref::<BinaryArray>() else {
-            return exec_err!("a Rakam HLL sketch is binary, not {}", array.data_type());
-        };
-        let estimates = binary
-            .iter()
-            .map(|sketch| {
-                sketch
-                    .map(|bytes| Sketch::from_bytes(bytes).map(|s| s.estimate()))
-                    .transpose()
-            })
-            .collect::<Result<UInt64Array>>()?;
-        Ok(ColumnarValue::Array(Arc::new(estimates)))
-    }
-}
-
-pub fn udafs() -> Vec<AggregateUDF> {
-    vec![
-        AggregateUDF::from(SketchUdaf::sketch()),
-        AggregateUDF::from(SketchUdaf::merge()),
-    ]
-}
-
-pub fn udfs() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(EstimateUdf::default())]
-}
-
-/// The binary array of `sketch`es, for tests and callers building states.
-pub fn sketch_array(sketches: &[Sketch]) -> ArrayRef {
-    let mut builder = BinaryBuilder::new();
-    for sketch in sketches {
-        builder.append_value(sketch.to_bytes());
-    }
-    Arc::new(builder.finish())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use datafusion::arrow::array::{Float64Array, Int64Array};
 
     use super::*;
@@ -520,6 +324,32 @@ mod tests {
     fn damaged_sketches_are_errors_not_panics() {
         for bytes in [&[][..], &[1, 0], &[2, 1, 2], &[1, 0xff, 0xff, 3], &[9]] {
             assert!(Sketch::from_bytes(bytes).is_err(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn grouped_sketches_equal_one_sketch_per_group() {
+        use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+        let values: ArrayRef = Arc::new(Int64Array::from_iter_values(0..3_000));
+        let groups: Vec<usize> = (0..3_000).map(|v| v % 3).collect();
+        let mut grouped = groups::SketchGroups::new(false);
+        grouped
+            .update_batch(&[values], &groups, None, 3)
+            .expect("update");
+        let states = grouped.state(EmitTo::All).expect("state");
+        let mut merged = groups::SketchGroups::new(true);
+        merged.merge_batch(&states, &[0, 1, 2], 3).expect("merge");
+        let out = merged.evaluate(EmitTo::All).expect("evaluate");
+        let out = out
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+            .expect("binary");
+        for group in 0..3_i64 {
+            let alone = sketch_of(Arc::new(Int64Array::from_iter_values(
+                (0..3_000).filter(|v| v % 3 == group),
+            )));
+            let read = Sketch::from_bytes(out.value(group as usize)).expect("bytes");
+            assert_eq!(read.estimate(), alone.estimate(), "group {group}");
         }
     }
 }
