@@ -245,12 +245,21 @@ impl ViewStore for FileViews {
             Vec::new()
         };
         let schema = all_nullable(&write.schema);
-        let (written, rows) = write_file(&dir, &name, schema.clone(), &merge, write.batches)
-            .await
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(dir.join(format!("{name}.tmp")));
-            })?;
-        files.push(written);
+        // An append of no rows (a refresh of an idle collection) adds no
+        // file: only the state moves on.
+        let (written, rows) = write_file(
+            &dir,
+            &name,
+            schema.clone(),
+            &merge,
+            write.batches,
+            appending,
+        )
+        .await
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(dir.join(format!("{name}.tmp")));
+        })?;
+        files.extend(written);
         let now = rakam_common::time::now_millis();
         let mut retired = entry.manifest.retired.clone();
         let replaced: Vec<&ViewFile> = if appending {
@@ -320,14 +329,16 @@ impl ViewStore for FileViews {
 }
 
 /// Writes the rows of `merge` (earlier files) and then of `batches` into
-/// one new file; returns it and the number of rows.
+/// one new file; returns it (none for no rows when `skip_empty`) and the
+/// number of rows.
 async fn write_file(
     dir: &Path,
     name: &str,
     schema: SchemaRef,
     merge: &[ViewFile],
     mut batches: futures::stream::BoxStream<'static, Result<RecordBatch>>,
-) -> Result<(ViewFile, u64)> {
+    skip_empty: bool,
+) -> Result<(Option<ViewFile>, u64)> {
     let path = dir.join(name);
     let temporary = dir.join(format!("{name}.tmp"));
     let context = format!("writing {}", path.display());
@@ -379,6 +390,11 @@ async fn write_file(
     let active = writer
         .take()
         .ok_or_else(|| StoreError::Data("writer lost".into()))?;
+    if rows == 0 && skip_empty {
+        drop(active);
+        let _ = std::fs::remove_file(&temporary);
+        return Ok((None, 0));
+    }
     let finished_path = path.clone();
     let bytes = tokio::task::spawn_blocking(move || -> Result<u64> {
         let file = active
@@ -395,10 +411,10 @@ async fn write_file(
     .await
     .map_err(|e| StoreError::Data(e.to_string()))??;
     Ok((
-        ViewFile {
+        Some(ViewFile {
             name: name.to_string(),
             bytes,
-        },
+        }),
         rows,
     ))
 }

@@ -226,6 +226,19 @@ pub async fn views_keep_rows_and_state(factory: &dyn StoreFactory) {
             .expect("get")
             .expect("view");
         assert_eq!((kept.state.generation, kept.state.rows), (2, 3));
+        // An append of no rows (an idle refresh) moves the state on.
+        let idle = views
+            .write(
+                &info.id,
+                "totals",
+                write_of(ViewWriteMode::Append, 2, 25, &[]),
+            )
+            .await
+            .expect("an empty append");
+        assert_eq!(
+            (idle.generation, idle.rows, idle.covered_through_ms),
+            (3, 3, Some(25))
+        );
         let mut changed = definition("totals");
         changed.real_time = true;
         views.change(&info.id, changed).await.expect("change");
@@ -254,7 +267,7 @@ pub async fn views_keep_rows_and_state(factory: &dyn StoreFactory) {
             totals.state.rows,
             totals.state.covered_through_ms
         ),
-        (2, 3, Some(20))
+        (3, 3, Some(25))
     );
     let read = read_view(&backend, &project_id, "totals")
         .await
@@ -273,7 +286,7 @@ pub async fn views_keep_rows_and_state(factory: &dyn StoreFactory) {
         .write(
             &project_id,
             "totals",
-            write_of(ViewWriteMode::Replace, 2, 40, &[("z", 26)]),
+            write_of(ViewWriteMode::Replace, 3, 40, &[("z", 26)]),
         )
         .await
         .expect("replace");
@@ -300,7 +313,7 @@ pub async fn views_keep_rows_and_state(factory: &dyn StoreFactory) {
             .write(
                 &project_id,
                 "totals",
-                write_of(ViewWriteMode::Replace, 3, 50, &[])
+                write_of(ViewWriteMode::Replace, 4, 50, &[])
             )
             .await,
         Err(StoreError::ViewNotFound(_))
