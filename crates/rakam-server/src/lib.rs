@@ -77,16 +77,6 @@ impl Rakam {
         ) -> Pipeline,
     ) -> Result<Self> {
         let live = Arc::new(LiveStream::new(config.stream.clone()));
-        let pipeline = pipeline(
-            backend.catalog.clone(),
-            backend.sink.clone(),
-            ingest_limits(&config),
-        )
-        .with_observer(live.clone());
-        let replayed = pipeline.start().await?;
-        if replayed > 0 {
-            tracing::info!(replayed, "append observers caught up");
-        }
         let query = QueryEngine::new(&backend, query_limits(&config))?;
         let views = Views::new(
             backend.views.clone(),
@@ -94,6 +84,17 @@ impl Rakam {
             backend.catalog.clone(),
             query.clone(),
         );
+        let pipeline = pipeline(
+            backend.catalog.clone(),
+            backend.sink.clone(),
+            ingest_limits(&config),
+        )
+        .with_observer(live.clone())
+        .with_observer(Arc::new(views::AppendsForViews(views.clone())));
+        let replayed = pipeline.start().await?;
+        if replayed > 0 {
+            tracing::info!(replayed, "append observers caught up");
+        }
         views.start().await?;
         Ok(Self {
             views,

@@ -1,10 +1,44 @@
-//! Materialized views (`/materialized-view/*`), on the views service.
+//! Materialized views (`/materialized-view/*`), continuous queries and
+//! real-time reports, on the views service.
 
+use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use rakam_store_api::ProjectInfo;
+use rakam_ingest::{AppendObserver, IngestError};
+use rakam_store_api::{Append, LogPosition, ProjectInfo};
+use rakam_views::Views;
 use serde_json::Value;
 
 use crate::{Rakam, Result};
+
+/// Tells the views service which projects received events, so a
+/// continuous query of an idle project is not refreshed for nothing. Of
+/// the live moment only: never replayed, never holds the log.
+#[derive(Debug)]
+pub(crate) struct AppendsForViews(pub(crate) Views);
+
+#[async_trait]
+impl AppendObserver for AppendsForViews {
+    fn name(&self) -> &str {
+        "views-activity"
+    }
+
+    fn replays(&self) -> bool {
+        false
+    }
+
+    async fn checkpoint(&self) -> Result<Option<LogPosition>, IngestError> {
+        Ok(None)
+    }
+
+    async fn on_append(
+        &self,
+        _position: Option<LogPosition>,
+        append: &Append,
+    ) -> Result<(), IngestError> {
+        self.0.note_append(&append.project);
+        Ok(())
+    }
+}
 
 /// Statements longer than this are not searched for views they read (the
 /// answer's `materializedViews` is then empty).

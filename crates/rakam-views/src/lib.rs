@@ -53,6 +53,10 @@ struct Inner {
     failures: Mutex<HashMap<ViewKey, (i64, String)>>,
     /// Rows of each continuous query's partials after its last compaction.
     compacted: Mutex<HashMap<ViewKey, u64>>,
+    /// When this process last saw an append of each project (epoch ms), and
+    /// when it started: a continuous query covering both has nothing new.
+    appends: Mutex<HashMap<ProjectId, i64>>,
+    started_at_ms: i64,
     stopping: tokio::sync::watch::Sender<bool>,
     /// The background round and the refreshes it or a reader started.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -80,6 +84,8 @@ impl Views {
                 refreshing: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 compacted: Mutex::new(HashMap::new()),
+                appends: Mutex::new(HashMap::new()),
+                started_at_ms: rakam_common::time::now_millis(),
                 stopping,
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -133,6 +139,13 @@ impl Views {
             task.abort();
             let _ = task.await;
         }
+    }
+
+    /// An append of the project is durable (the server's append observer
+    /// says so): its continuous queries have something to store.
+    pub fn note_append(&self, project: &ProjectId) {
+        let now = rakam_common::time::now_millis();
+        self.inner.appends.lock().insert(project.clone(), now);
     }
 
     /// Runs `work` in the background, stopped with the service.

@@ -27,6 +27,9 @@ pub(crate) enum Trigger {
     Background,
 }
 
+/// A continuous query with nothing new seen is still refreshed this often.
+const QUIET_REFRESH_MS: i64 = 60_000;
+
 pub(crate) fn now_ms() -> i64 {
     rakam_common::time::now_millis()
 }
@@ -222,6 +225,31 @@ impl Views {
         }
     }
 
+    /// Whether a continuous query has nothing new to store: this process
+    /// saw no append of its project after what it covers (an append is
+    /// seen after it is stamped, so one seen before the coverage is in it).
+    /// Appends through other servers on a shared store are not seen: the
+    /// query is refreshed at least every `QUIET_REFRESH_MS` anyway. Reads
+    /// are current either way; this only saves idle refreshes.
+    fn quiet(&self, project: &ProjectId, view: &StoredView, now: i64) -> bool {
+        let (Some(covered), Some(last)) =
+            (view.state.covered_through_ms, view.state.last_update_ms)
+        else {
+            return false;
+        };
+        if now.saturating_sub(last) >= QUIET_REFRESH_MS {
+            return false;
+        }
+        let seen = self
+            .inner
+            .appends
+            .lock()
+            .get(project)
+            .copied()
+            .unwrap_or(self.inner.started_at_ms);
+        seen <= covered
+    }
+
     /// Whether the view's last refresh failed less than a minute ago.
     pub(crate) fn failed_recently(&self, project: &ProjectId, name: &str) -> bool {
         self.inner
@@ -250,6 +278,9 @@ impl Views {
                 continue;
             }
             if self.failed_recently(&project, &view.definition.table_name) {
+                continue;
+            }
+            if continuous::spec_of(&view.definition).is_some() && self.quiet(&project, &view, now) {
                 continue;
             }
             let snapshot = match self.inner.catalog.snapshot(&project).await {

@@ -338,3 +338,61 @@ fn realtime_reports_count_by_slide_and_dimension() {
     );
     assert_eq!(gone.status, 404, "{}", gone.body);
 }
+
+/// A continuous query of a project that received nothing since its last
+/// refresh is not refreshed again (every 5 s for nothing); one event
+/// brings the refreshes back.
+#[test]
+fn idle_continuous_queries_are_not_refreshed() {
+    let server = TestServer::start();
+    let keys = server.create_project("idle");
+    pageviews(&server, &keys, &[("/a", 1)]);
+    create(
+        &server,
+        &keys,
+        "hits",
+        "SELECT url, count(*) AS hits FROM pageview GROUP BY url",
+        true,
+    );
+    let refreshes = || {
+        read(
+            &server,
+            &keys,
+            "/continuous-query/get",
+            json!({"table_name": "hits"}),
+        )
+        .json()["refreshes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let wait_above = |floor: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = refreshes();
+            if now > floor {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "no refresh past {floor}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let built = wait_above(0);
+    pageviews(&server, &keys, &[("/b", 2)]);
+    let after_ingest = wait_above(built);
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(refreshes(), after_ingest, "refreshed with nothing new");
+    pageviews(&server, &keys, &[("/c", 3)]);
+    wait_above(after_ingest);
+    assert_same(
+        &rows(
+            &server,
+            &keys,
+            "SELECT url, hits FROM continuous.hits ORDER BY url",
+        ),
+        &rows(
+            &server,
+            &keys,
+            "SELECT url, count(*) FROM pageview GROUP BY url ORDER BY url",
+        ),
+    );
+}
