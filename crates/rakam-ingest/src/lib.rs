@@ -40,4 +40,4 @@ pub use sources::{
     PixelSource, Source, SourceShape,
 };
 pub use text_values::typed_from_text;
-pub use typed::{decode_ndjson_typed, Decline, TypedBatches};
+pub use typed::{batch_body_key, decode_batch_typed, decode_ndjson_typed, Decline, TypedBatches};

@@ -10,7 +10,7 @@ use serde_json::Map;
 
 use crate::decode::{decode_batch, decode_csv, decode_event, decode_ndjson, CsvOptions};
 use crate::text_values::typed_from_text;
-use crate::typed::{decode_ndjson_typed, Decline, TypedBatches};
+use crate::typed::{decode_batch_typed, decode_ndjson_typed, Decline, TypedBatches};
 use crate::{EventInput, IngestError, IngestLimits};
 
 /// What a request's events are stored as.
@@ -159,6 +159,21 @@ impl Source for BatchSource {
             events: request.events,
         })
     }
+
+    fn decodes_typed(&self) -> bool {
+        true
+    }
+
+    fn decode_typed(
+        &self,
+        body: &[u8],
+        _params: &HashMap<String, String>,
+        project: &ProjectSnapshot,
+        limits: &IngestLimits,
+        server_time_ms: i64,
+    ) -> Result<TypedBatches, Decline> {
+        decode_batch_typed(body, project, limits, server_time_ms)
+    }
 }
 
 /// `/event/bulk` with a JSON body: a batch, stored all or nothing.
@@ -183,6 +198,21 @@ impl Source for BulkJsonSource {
         limits: &IngestLimits,
     ) -> Result<Decoded, IngestError> {
         BatchSource.decode(body, params, project, limits)
+    }
+
+    fn decodes_typed(&self) -> bool {
+        true
+    }
+
+    fn decode_typed(
+        &self,
+        body: &[u8],
+        _params: &HashMap<String, String>,
+        project: &ProjectSnapshot,
+        limits: &IngestLimits,
+        server_time_ms: i64,
+    ) -> Result<TypedBatches, Decline> {
+        decode_batch_typed(body, project, limits, server_time_ms)
     }
 }
 

@@ -38,8 +38,23 @@ impl Rakam {
             None => None,
         };
         let limits = self.ingest_limits().clone();
-        if let Some(snapshot) = &early {
-            if source.decodes_typed() && self.pipeline.takes_typed() {
+        // The typed decoder needs the project's columns first: a key in the
+        // body is looked up without decoding the rest. A key that does not
+        // authenticate leaves the request to the general path and its errors.
+        let mut typed_target = match (&authorized, &early) {
+            (Some((_, key)), Some(snapshot)) => Some((snapshot.clone(), key.clone())),
+            _ => None,
+        };
+        let typed = source.decodes_typed() && self.pipeline.takes_typed();
+        if typed && typed_target.is_none() && source.key_in_body() {
+            if let Some(key) = rakam_ingest::batch_body_key(&body) {
+                if let Ok(project) = self.authenticate(&key, KeyKind::Write, "api.api_key").await {
+                    typed_target = Some((self.snapshot(&project).await?, key));
+                }
+            }
+        }
+        if let Some((snapshot, typed_key)) = &typed_target {
+            if typed {
                 let (body, params, snapshot, limits) = (
                     body.clone(),
                     params.clone(),
@@ -54,11 +69,24 @@ impl Rakam {
                 })
                 .await
                 .map_err(|e| IngestError::Malformed(format!("decoder task failed: {e}")))?;
-                match typed {
-                    (Ok(batches), snapshot) => {
+                let (decoded, snapshot) = typed;
+                // A different key in the body wins, as on the general path.
+                let decoded = match decoded {
+                    Ok(batches)
+                        if batches
+                            .api_key
+                            .as_deref()
+                            .is_some_and(|key| !key.is_empty() && key != typed_key) =>
+                    {
+                        Err(rakam_ingest::Decline::Key)
+                    }
+                    other => other,
+                };
+                match decoded {
+                    Ok(batches) => {
                         return Ok(self.pipeline.ingest_typed(&snapshot, batches).await?)
                     }
-                    (Err(decline), _) => {
+                    Err(decline) => {
                         metrics::counter!("rakam_ingest_typed_declined_total", "reason" => decline.as_str())
                             .increment(1);
                     }

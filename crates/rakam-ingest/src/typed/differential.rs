@@ -85,6 +85,14 @@ fn general(
     limits: &IngestLimits,
 ) -> Result<Vec<(String, RecordBatch)>, &'static str> {
     let inputs = decode_ndjson(body, Some("pageview"), limits).map_err(|_| "refused")?;
+    general_of(inputs, project, limits)
+}
+
+pub(super) fn general_of(
+    inputs: Vec<crate::EventInput>,
+    project: &ProjectSnapshot,
+    limits: &IngestLimits,
+) -> Result<Vec<(String, RecordBatch)>, &'static str> {
     let prepared = prepare_all(
         inputs.into_iter().map(Ok).collect(),
         SERVER_TIME,
@@ -497,3 +505,6 @@ fn a_large_body_reports_the_reason_of_the_part_that_declined() {
     .expect_err("declined");
     assert_eq!(decline, Decline::Field);
 }
+
+#[path = "differential_batch.rs"]
+mod batch;

@@ -24,6 +24,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use rakam_model::normalize_collection_name;
 use rakam_store_api::ProjectSnapshot;
 use serde::de::DeserializeSeed;
+use sonic_rs::JsonValueTrait;
 
 use crate::IngestLimits;
 use rows::CollectionRows;
@@ -51,6 +52,9 @@ pub enum Decline {
     Time,
     /// A key repeated within one event.
     Duplicate,
+    /// The body's `api.api_key` is not the key the request was checked
+    /// with, or `api.upload_time` asks for clock-skew correction.
+    Key,
 }
 
 impl Decline {
@@ -65,6 +69,7 @@ impl Decline {
             Self::Value => "value",
             Self::Time => "time",
             Self::Duplicate => "duplicate",
+            Self::Key => "key",
         }
     }
 }
@@ -78,6 +83,9 @@ pub struct TypedBatches {
     /// In collection name order, then event order.
     pub batches: Vec<(String, RecordBatch)>,
     pub events: usize,
+    /// The body's `api.api_key` (batch bodies), for the caller to check
+    /// against the key the request was authorised with.
+    pub api_key: Option<String>,
 }
 
 /// NDJSON (envelopes, or bare properties for `default_collection`) into
@@ -96,6 +104,75 @@ pub fn decode_ndjson_typed(
         .split(|b| *b == b'\n')
         .filter(|line| !line.trim_ascii_start().is_empty())
         .collect();
+    decode_lines_typed(&lines, default_collection, project, limits, server_time_ms)
+}
+
+/// A batch body (`/event/batch`, JSON `/event/bulk`: `{api, events: [...]}`)
+/// into batches, on the terms of [`decode_ndjson_typed`]: every event an
+/// envelope that fits as it is. A body asking for clock-skew correction
+/// (`api.upload_time`) is the general path's. Its `api.api_key` comes back
+/// in [`TypedBatches::api_key`].
+pub fn decode_batch_typed(
+    body: &[u8],
+    project: &ProjectSnapshot,
+    limits: &IngestLimits,
+    server_time_ms: i64,
+) -> Result<TypedBatches, Decline> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(default, borrow)]
+        api: Option<sonic_rs::LazyValue<'a>>,
+        #[serde(default, borrow)]
+        events: Option<Vec<sonic_rs::LazyValue<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Api {
+        #[serde(default)]
+        api_key: Option<String>,
+        #[serde(default)]
+        upload_time: Option<sonic_rs::Value>,
+    }
+    if has_digit_run(body, LONGEST_DIGIT_RUN) {
+        return Err(Decline::Value);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| Decline::Malformed)?;
+    let parsed: Body<'_> = sonic_rs::from_str(text).map_err(|_| Decline::Malformed)?;
+    let api_key = match parsed.api.as_ref().map(|api| api.as_raw_str().trim()) {
+        None | Some("null") => None,
+        Some(raw) => {
+            let api: Api = sonic_rs::from_str(raw).map_err(|_| Decline::Malformed)?;
+            if api.upload_time.is_some_and(|time| !time.is_null()) {
+                return Err(Decline::Key);
+            }
+            api.api_key
+        }
+    };
+    let events = parsed.events.ok_or(Decline::Format)?;
+    let lines: Vec<&[u8]> = events
+        .iter()
+        .map(|event| event.as_raw_str().as_bytes())
+        .collect();
+    let mut decoded = decode_lines_typed(&lines, None, project, limits, server_time_ms)?;
+    decoded.api_key = api_key;
+    Ok(decoded)
+}
+
+/// The `api.api_key` of a batch body, found without decoding the rest (to
+/// know the project whose columns the typed decoder needs).
+pub fn batch_body_key(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let key = sonic_rs::get(text, ["api", "api_key"]).ok()?;
+    key.as_str().map(str::to_string)
+}
+
+/// Events (one JSON object each) into batches.
+fn decode_lines_typed(
+    lines: &[&[u8]],
+    default_collection: Option<&str>,
+    project: &ProjectSnapshot,
+    limits: &IngestLimits,
+    server_time_ms: i64,
+) -> Result<TypedBatches, Decline> {
     if lines.is_empty() {
         return Err(Decline::Format);
     }
@@ -112,7 +189,7 @@ pub fn decode_ndjson_typed(
         declined: OnceLock::new(),
     };
     let parts: Vec<Result<PartBatches, Decline>> = if lines.len() <= chunk_size {
-        vec![decoder.decode(&lines)]
+        vec![decoder.decode(lines)]
     } else {
         std::thread::scope(|scope| {
             let decoder = &decoder;
@@ -144,6 +221,7 @@ pub fn decode_ndjson_typed(
             })
             .collect(),
         events: lines.len(),
+        api_key: None,
     })
 }
 
