@@ -1,5 +1,6 @@
 //! Every request decoder (collect, batch, bulk JSON, NDJSON, CSV, pixel,
-//! and the typed NDJSON decoder against a fixed schema) on any bytes: an
+//! and the typed decoders of NDJSON and batch bodies against a fixed
+//! schema, with the body-key lookup before them) on any bytes: an
 //! error, a decline or events, never a panic.
 #![no_main]
 
@@ -80,6 +81,9 @@ fuzz_target!(|data: &[u8]| {
     let limits = IngestLimits::default();
     if source.decodes_typed() {
         let _ = source.decode_typed(body, &params, snapshot(), &limits, 0);
+    }
+    if source.key_in_body() {
+        let _ = rakam_ingest::batch_body_key(body);
     }
     let _ = source.decode(body, &params, None, &limits);
 });
