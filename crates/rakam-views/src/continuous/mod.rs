@@ -386,8 +386,17 @@ impl Views {
             if names.is_some_and(|names| !names.iter().any(|n| n.eq_ignore_ascii_case(&name))) {
                 continue;
             }
-            if let Some(table) = self.continuous_provider(project, &name).await? {
-                schemas.push((name, table.schema()));
+            // The result's columns follow from the partials' columns: the
+            // rows are not read (a query never built is built first).
+            let view = match view.schema {
+                Some(_) => view,
+                None => {
+                    self.ensure_built(project, &view.definition.table_name)
+                        .await?
+                }
+            };
+            if let Some(partials) = view.schema {
+                schemas.push((name, plan_over(&spec.final_sql, partials).await?));
             }
         }
         Ok(schemas)
@@ -423,17 +432,17 @@ impl Views {
 }
 
 /// Plans `sql` over an empty `"$partials"` of `schema`.
-async fn plan_over(sql: &str, schema: SchemaRef) -> Result<()> {
+async fn plan_over(sql: &str, schema: SchemaRef) -> Result<SchemaRef> {
     let context = merge_session();
     let table = MemTable::try_new(schema, vec![vec![]])
         .map_err(|e| invalid(format!("planning the continuous query: {e}")))?;
     context
         .register_table(TableReference::bare("$partials"), Arc::new(table))
         .map_err(|e| invalid(format!("planning the continuous query: {e}")))?;
-    merge_sql(&context, sql)
+    let frame = merge_sql(&context, sql)
         .await
         .map_err(|e| invalid(format!("the continuous query cannot be merged: {e}")))?;
-    Ok(())
+    Ok(Arc::new(frame.schema().as_arrow().clone()))
 }
 
 /// A continuous query as `/continuous-query/list` and `/get` show it;

@@ -125,6 +125,16 @@ fn continuous_queries_are_created_read_tested_and_deleted() {
         .map(|f| f["name"].as_str().expect("name"))
         .collect();
     assert_eq!(fields, ["url", "hits", "total", "peak", "mean"]);
+    // The schema (from the partials' columns, rows unread) is what a query
+    // of the result returns.
+    let metadata = read(
+        &server,
+        &keys,
+        "/query/metadata",
+        json!({"query": "SELECT * FROM continuous.by_url"}),
+    )
+    .json();
+    assert_eq!(schema[0]["fields"], metadata, "{metadata}");
 
     let tested = read(
         &server,
