@@ -341,3 +341,61 @@ fn replay_decides_whether_history_counts() {
         server.stop().await;
     });
 }
+
+/// A real-time report read within a query's memory: over it, an error,
+/// not a server out of memory.
+#[test]
+fn realtime_reports_are_read_within_the_query_memory() {
+    block_on(async {
+        let location = Location::new(false, "");
+        let limits = rakam_query::QueryLimits {
+            memory_per_query_bytes: 16 * 1024,
+            ..rakam_query::QueryLimits::from(&rakam_config::QueryConfig::default())
+        };
+        let server = location.open_with(limits).await;
+        let project = server.create_project("bounded").await;
+        server.ingest(&project, &[(0, 1)]).await;
+        let snapshot = server.snapshot(&project).await;
+        server
+            .views
+            .create_realtime(
+                &snapshot,
+                json!({"name": "wide", "table_name": "wide", "collections": ["pageview"],
+                       "measures": [{"column": "n", "aggregation": "SUM"}], "dimensions": ["n2"]}),
+            )
+            .await
+            .expect_err("no column n2 yet");
+        server
+            .views
+            .create_realtime(
+                &snapshot,
+                json!({"name": "wide", "table_name": "wide", "collections": ["pageview"],
+                       "measures": [{"column": "url", "aggregation": "COUNT"}], "dimensions": ["n"]}),
+            )
+            .await
+            .expect("create");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        // 20,000 groups (one per value of n) in the window.
+        let events: Vec<(usize, i64)> = (0..20_000).map(|n| (n % 4, n as i64)).collect();
+        server.ingest(&project, &events).await;
+        let error = server
+            .views
+            .query_realtime(
+                &snapshot,
+                json!({"table_name": "wide", "measure": {"column": "url", "aggregation": "COUNT"},
+                       "dimensions": ["n"], "aggregate": true,
+                       "date_start": now - 600, "date_end": now + 600}),
+            )
+            .await
+            .expect_err("20,000 groups in 16 KiB");
+        assert!(
+            error.to_string().to_lowercase().contains("memory")
+                || error.to_string().contains("Resources exhausted"),
+            "{error}"
+        );
+        server.stop().await;
+    });
+}

@@ -10,7 +10,7 @@ use datafusion::common::TableReference;
 use futures::{StreamExt, TryStreamExt};
 use rakam_store_api::{ProjectSnapshot, StoreError, ViewState, ViewWrite, ViewWriteMode};
 
-use super::{hidden_name, merge_session, merge_sql, spec_of, ContinuousSpec};
+use super::{hidden_name, merge_sql, spec_of, ContinuousSpec};
 use crate::{Result, ViewError, Views};
 
 /// Partials below this many rows are left as they are.
@@ -72,7 +72,7 @@ impl Views {
             .table_provider(project.id(), &hidden)
             .await?
             .ok_or_else(|| ViewError::ContinuousNotFound(spec.table_name.clone()))?;
-        let context = merge_session();
+        let context = self.bounded_merge_session()?;
         let failed = |e: datafusion::error::DataFusionError| StoreError::Data(e.to_string());
         context
             .register_table(TableReference::bare("$partials"), stored)

@@ -196,6 +196,24 @@ pub(crate) fn merge_session() -> SessionContext {
     context
 }
 
+impl Views {
+    /// A merge session that runs what it plans (a compaction, a real-time
+    /// report) within one query's memory (`query.memory_per_query_bytes`):
+    /// over it, the query fails rather than the server running out.
+    pub(crate) fn bounded_merge_session(&self) -> Result<SessionContext> {
+        let limit = usize::try_from(self.inner.engine.limits().memory_per_query_bytes)
+            .unwrap_or(usize::MAX);
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(limit, 1.0)
+            .build_arc()
+            .map_err(|e| invalid(format!("starting a merge: {e}")))?;
+        let context =
+            SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), runtime);
+        rakam_udf::register_all(&context);
+        Ok(context)
+    }
+}
+
 /// Plans a query of ours in a merge session: a SELECT, nothing else.
 pub(crate) async fn merge_sql(
     context: &SessionContext,

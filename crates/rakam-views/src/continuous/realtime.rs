@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::compile::group_column;
-use super::{
-    check_name, hidden_name, merge_session, merge_sql, spec_of, split_checked, ContinuousSpec,
-};
+use super::{check_name, hidden_name, merge_sql, spec_of, split_checked, ContinuousSpec};
 use crate::refresh::now_ms;
 use crate::{Result, ViewError, Views};
 
@@ -348,7 +346,7 @@ impl Views {
             .stored_table(project, &hidden_name(&table_name))
             .await?
             .ok_or_else(|| ViewError::ContinuousNotFound(table_name.clone()))?;
-        let context = merge_session();
+        let context = self.bounded_merge_session()?;
         let failed = |e: datafusion::error::DataFusionError| {
             invalid(format!("reading real-time report {table_name}: {e}"))
         };

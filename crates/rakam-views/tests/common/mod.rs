@@ -30,6 +30,12 @@ pub struct Server {
 
 impl Location {
     pub async fn open(&self) -> Server {
+        self.open_with(QueryLimits::from(&rakam_config::QueryConfig::default()))
+            .await
+    }
+
+    /// The server with these query limits.
+    pub async fn open_with(&self, limits: QueryLimits) -> Server {
         let backend = match &self.database {
             None => rakam_store_embedded::open_backend(rakam_store_embedded::EmbeddedOptions::new(
                 self.dir.path(),
@@ -47,11 +53,7 @@ impl Location {
             backend.sink.clone(),
             IngestLimits::default(),
         );
-        let engine = QueryEngine::new(
-            &backend,
-            QueryLimits::from(&rakam_config::QueryConfig::default()),
-        )
-        .expect("engine");
+        let engine = QueryEngine::new(&backend, limits).expect("engine");
         let views = Views::new(
             backend.views.clone(),
             backend.sink.clone(),
