@@ -22,9 +22,6 @@ sys.path.insert(0, HERE)
 import rakam_server  # noqa: E402
 
 
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bodies(rng, total, per_request, key):
@@ -50,11 +47,11 @@ def run(binary, path, total, per_request):
         rakam_server.post(rakam_server.connect(port), path,
                           bodies(random.Random(1), 1, 1, keys["write_key"])[0], headers)
         payload = bodies(random.Random(42), total, per_request, keys["write_key"])
-        cpu = cpu_seconds(server.pid)
+        cpu = rakam_server.cpu_seconds(server.pid)
         started = time.perf_counter()
         rakam_server.send_all(port, path, payload, headers)
         elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(server.pid) - cpu
+        cpu = rakam_server.cpu_seconds(server.pid) - cpu
         stored = json.loads(rakam_server.post(
             rakam_server.connect(port), "/query/execute",
             json.dumps({"query": "SELECT count(*) FROM pageview"}),

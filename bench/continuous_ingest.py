@@ -52,15 +52,8 @@ def events(rng, count):
     return ("\n".join(lines) + "\n").encode()
 
 
-def call(port, keys, path, body, key="master_key"):
-    conn = rakam_server.connect(port)
-    return json.loads(rakam_server.post(conn, path, json.dumps(body),
-                                        {"content-type": "application/json", key: keys[key]}))
 
 
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(a, raw_bodies, total, queries):
@@ -75,10 +68,10 @@ def run(a, raw_bodies, total, queries):
                           raw_bodies[0].split(b"\n", 1)[0] + b"\n",
                           {"content-type": "application/x-ndjson", "write_key": keys["write_key"]})
         for i in range(queries):
-            call(port, keys, "/continuous-query/create",
+            rakam_server.call(port, keys, "/continuous-query/create",
                  {"continuous_query": {"table_name": f"q{i}", "name": f"q{i}",
                                        "query": SHAPES[i % len(SHAPES)]}, "replay": True})
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = rakam_server.cpu_seconds(server.pid)
         started = time.perf_counter()
         rakam_server.send_all(port, "/event/bulk?collection=pageview", raw_bodies,
                               {"content-type": "application/x-ndjson", "write_key": keys["write_key"]})
@@ -90,22 +83,22 @@ def run(a, raw_bodies, total, queries):
         checked = queries and SHAPES[0].startswith("SELECT url, count(*) AS hits")
         if checked:
             before = time.perf_counter()
-            counted = call(port, keys, "/query/execute",
+            counted = rakam_server.call(port, keys, "/query/execute",
                            {"query": "SELECT sum(hits) FROM continuous.q0"}, key="read_key")["result"][0][0]
             read_ms = (time.perf_counter() - before) * 1000
             assert int(counted) == total + 1, f"read {counted} events right after the last ack, sent {total + 1}"
         # Caught up: every query's stored partials cover the last event.
-        while queries and min(call(port, keys, "/continuous-query/get", {"table_name": f"q{i}"},
+        while queries and min(rakam_server.call(port, keys, "/continuous-query/get", {"table_name": f"q{i}"},
                                    key="read_key").get("covered_through") or 0
                               for i in range(queries)) < acked_ms:
             time.sleep(0.1)
         caught_up = time.perf_counter()
-        cpu = cpu_seconds(server.pid) - cpu_before
+        cpu = rakam_server.cpu_seconds(server.pid) - cpu_before
         if checked:
-            got = call(port, keys, "/query/execute",
+            got = rakam_server.call(port, keys, "/query/execute",
                        {"query": "SELECT url, hits FROM continuous.q0 ORDER BY url", "limit": 100000},
                        key="read_key")["result"]
-            want = call(port, keys, "/query/execute",
+            want = rakam_server.call(port, keys, "/query/execute",
                         {"query": "SELECT url, count(*) FROM pageview GROUP BY url ORDER BY url",
                          "limit": 100000}, key="read_key")["result"]
             assert [[r[0], float(r[1])] for r in got] == [[r[0], float(r[1])] for r in want], "q0 disagrees"

@@ -48,20 +48,16 @@ def ingest(port, keys, rng, count, start, chunk=50_000):
         sent += n
 
 
-def call(port, keys, path, body, key="master_key"):
-    conn = rakam_server.connect(port)
-    return json.loads(rakam_server.post(conn, path, json.dumps(body),
-                                        {"content-type": "application/json", key: keys[key]}))
 
 
 def timed_refresh(port, keys, name):
     started = time.perf_counter()
-    view = call(port, keys, "/materialized-view/refresh", {"table_name": name})
+    view = rakam_server.call(port, keys, "/materialized-view/refresh", {"table_name": name})
     return (time.perf_counter() - started) * 1000, view
 
 
 def rows(port, keys, sql):
-    result = call(port, keys, "/query/execute", {"query": sql, "limit": 1_000_000}, key="read_key")
+    result = rakam_server.call(port, keys, "/query/execute", {"query": sql, "limit": 1_000_000}, key="read_key")
     return sorted(tuple(float(v) if isinstance(v, (int, float)) else v for v in row) for row in result["result"])
 
 
@@ -89,9 +85,9 @@ def main():
             # The first build starts with the creation; it is done when the
             # view shows its first refresh.
             started = time.perf_counter()
-            call(port, keys, "/materialized-view/create",
+            rakam_server.call(port, keys, "/materialized-view/create",
                  {"table_name": name, "name": name, "query": QUERY, "incremental": incremental})
-            while call(port, keys, "/materialized-view/get", {"table_name": name}, key="read_key")["refreshes"] < 1:
+            while rakam_server.call(port, keys, "/materialized-view/get", {"table_name": name}, key="read_key")["refreshes"] < 1:
                 time.sleep(0.005)
             first[name] = (time.perf_counter() - started) * 1000
         times = {"whole": [], "increments": []}

@@ -207,12 +207,12 @@ impl Source for BulkJsonSource {
     fn decode_typed(
         &self,
         body: &[u8],
-        _params: &HashMap<String, String>,
+        params: &HashMap<String, String>,
         project: &ProjectSnapshot,
         limits: &IngestLimits,
         server_time_ms: i64,
     ) -> Result<TypedBatches, Decline> {
-        decode_batch_typed(body, project, limits, server_time_ms)
+        BatchSource.decode_typed(body, params, project, limits, server_time_ms)
     }
 }
 

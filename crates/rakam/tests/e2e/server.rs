@@ -396,3 +396,13 @@ impl Drop for TestServer {
         self.kill();
     }
 }
+
+/// POSTs `body` to `path` with the project's master key.
+pub fn master(server: &TestServer, keys: &Keys, path: &str, body: Value) -> Response {
+    server.post(path, &[("master_key", &keys.master)], &body)
+}
+
+/// POSTs `body` to `path` with the project's read key.
+pub fn read(server: &TestServer, keys: &Keys, path: &str, body: Value) -> Response {
+    server.post(path, &[("read_key", &keys.read)], &body)
+}

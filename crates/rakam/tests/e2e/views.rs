@@ -5,15 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::server::{Keys, Response, TestServer};
-
-fn master(server: &TestServer, keys: &Keys, path: &str, body: Value) -> Response {
-    server.post(path, &[("master_key", &keys.master)], &body)
-}
-
-fn read(server: &TestServer, keys: &Keys, path: &str, body: Value) -> Response {
-    server.post(path, &[("read_key", &keys.read)], &body)
-}
+use crate::server::{master, read, Keys, TestServer};
 
 fn pageviews(server: &TestServer, keys: &Keys, urls: &[&str]) {
     let events = urls
